@@ -1,0 +1,100 @@
+"""Wires a scenario's components into SimPy processes on one clock and runs it to a trace directory."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+
+import simpy
+import torch
+
+from cosim.federation import FederatedTask, FlatFederation, RoundSummary
+from cosim.rng import stream
+from cosim.scenario import Scenario
+from cosim.schedulers import make_scheduler
+from cosim.trace import TraceWriter, package_versions
+from cosim.world import World
+from mobility.association import HandoverEvent
+from mobility.netgen import grid_scenario
+from mobility.rsu import grid_layout
+from mobility.sumo import SumoMobility
+
+
+def cache_dir() -> Path:
+    """Where generated SUMO networks and demand live (content-addressed, safe to delete)."""
+    return Path(os.environ.get("COSIM_CACHE", Path.home() / ".cache" / "cosim"))
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """The most square rows × cols factorisation of `count` RSUs."""
+    rows = math.isqrt(count)
+    while count % rows:
+        rows -= 1
+    return rows, count // rows
+
+
+def run_scenario(scenario: Scenario, out_dir: Path,
+                 on_round: Callable[[RoundSummary], None] = lambda summary: None) -> TraceWriter:
+    """Run every round of `scenario`; traces are flushed after each round, so an interrupted run stays readable."""
+    torch.manual_seed(scenario.seed)
+    wall_start = time.perf_counter()
+    trace = TraceWriter(out_dir, {"scenario": scenario.model_dump(mode="json"), "seed": scenario.seed,
+                                  "versions": package_versions(), "status": "running"})
+    task = FederatedTask(scenario.learning, scenario.seed)
+    trace.flush(upload_bits=task.upload_bits, majority_rate=task.majority_rate)
+    m = scenario.mobility
+    files = grid_scenario(cache_dir() / "sumo", junctions=m.network.junctions,
+                          edge_length_m=m.network.edge_length_m, lanes=m.network.lanes,
+                          trip_period_s=m.demand.trip_period_s, end_s=m.demand.end_s, seed=scenario.seed)
+    status = "interrupted"
+    try:
+        with SumoMobility(files, step_length_s=m.step_length_s, seed=scenario.seed, backend=m.backend) as mobility:
+            rows, cols = grid_shape(scenario.rsu.count)
+            r = scenario.rsu
+            rsus = grid_layout(mobility.bounds(), rows=rows, cols=cols, radius_m=r.radius_m, height_m=r.height_m,
+                               bandwidth_hz=r.bandwidth_hz)
+            env = simpy.Environment(initial_time=scenario.simulation.start_s)
+            world = World(env, scenario, mobility, rsus, on_handovers=lambda events: trace.add(
+                "handovers", [_handover_row(event) for event in events]))
+            scheduler = make_scheduler(scenario.scheduler, stream(scenario.seed, "scheduler"))
+
+            def after_round(summary: RoundSummary) -> None:
+                trace.flush()
+                on_round(summary)
+
+            federation = FlatFederation(env, scenario, world, task, scheduler, trace, after_round)
+            env.process(world.run())
+            env.process(_sample_vehicles(env, world, trace, scenario.trace.vehicle_sample_s))
+            env.run(until=env.process(federation.run()))
+        status = "complete"
+    finally:
+        trace.flush(status=status, wall_time_s=time.perf_counter() - wall_start)
+    return trace
+
+
+def _handover_row(event: HandoverEvent) -> dict[str, object]:
+    kind = "attach" if event.from_rsu < 0 else "detach" if event.to_rsu < 0 else "handover"
+    return {"time_s": event.time_s, "vehicle": event.vehicle, "from_rsu": event.from_rsu,
+            "to_rsu": event.to_rsu, "kind": kind}
+
+
+def _sample_vehicles(env: simpy.Environment, world: World, trace: TraceWriter,
+                     every_s: float) -> Generator[simpy.Event, object, None]:
+    """Record every vehicle's position, serving RSU and battery, right after the first refresh of each period."""
+    next_at = env.now
+    while True:
+        yield world.next_tick()
+        if env.now < next_at:
+            continue
+        next_at = env.now + every_s
+        snap = world.snapshot
+        trace.add("vehicles", [
+            {"time_s": env.now, "vehicle": vehicle, "x_m": x, "y_m": y, "speed_mps": speed, "rsu": rsu,
+             "battery_j": battery}
+            for vehicle, (x, y), speed, rsu, battery in zip(
+                snap.ids.tolist(), snap.xy_m.tolist(), snap.speed_mps.tolist(), world.serving.tolist(),
+                world.battery_j[world.slot].tolist(), strict=True)
+        ])

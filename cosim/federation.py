@@ -1,0 +1,204 @@
+"""Federated rounds on the SimPy clock: vehicles download the global adapter, train, upload; the server averages
+exactly the updates that arrived before the deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from cosim.energy import compute_energy_j, compute_time_s
+from cosim.radio import TransferResult, shannon_rate_bps, transfer
+from cosim.scenario import LearningConfig, Scenario, ScenarioError
+from cosim.schedulers import Observation, Plan, RoundFeedback, Scheduler
+from cosim.trace import TraceWriter
+from cosim.world import World
+from models.aggregate import fedavg
+from models.backbone import load_backbone
+from models.data import encode, load_dataset, partition_dirichlet, partition_iid, subset
+from models.evaluate import evaluate
+from models.lora import add_lora, trainable_state, upload_bits
+from models.trainer import LocalTrainer
+
+
+class FederatedTask:
+    """The learning side of a run: the global LoRA adapter and head, the data shards, training and evaluation."""
+
+    def __init__(self, cfg: LearningConfig, seed: int) -> None:
+        self.cfg = cfg
+        model, tokenizer = load_backbone(cfg.model, num_labels=2, seed=seed)
+        self.model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                              target_modules=cfg.lora_targets)
+        rng = np.random.default_rng(seed)
+        train = load_dataset(cfg.dataset, "train")
+        wanted = cfg.clients * cfg.samples_per_client
+        if wanted > len(train.labels):
+            raise ScenarioError("scenario", [f"learning.clients × learning.samples_per_client = {wanted} exceeds the "
+                                             f"{len(train.labels)} training samples of {cfg.dataset}; lower either"])
+        train = subset(train, rng.permutation(len(train.labels))[:wanted])
+        if cfg.partition == "iid":
+            shards = partition_iid(wanted, cfg.clients, rng)
+        else:
+            shards = partition_dirichlet(train.labels, cfg.clients, cfg.dirichlet_alpha, rng)
+        self.shard_sizes = np.array([len(shard) for shard in shards])
+        self.trainer = LocalTrainer(self.model, encode(train, tokenizer, cfg.max_length), shards,
+                                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, seed=seed)
+        held_out = load_dataset(cfg.dataset, "dev")
+        held_out = subset(held_out, np.arange(min(cfg.eval_samples, len(held_out.labels))))
+        self.eval_data = encode(held_out, tokenizer, cfg.max_length)
+        self.majority_rate = float(np.bincount(held_out.labels).max() / len(held_out.labels))
+        self.global_state = trainable_state(self.model)
+        self.upload_bits = upload_bits(self.global_state)
+
+    @property
+    def samples_per_round(self) -> int:
+        """Samples one vehicle processes locally in a round (what its compute time and energy scale with)."""
+        return self.cfg.local_steps * self.cfg.batch_size
+
+    def client_of(self, slot: np.ndarray) -> np.ndarray:
+        return slot % self.cfg.clients
+
+    def train(self, clients: list[int], round_index: int) -> float:
+        """Local training of the clients whose uploads arrived, then FedAvg; returns their mean training loss."""
+        if not clients:
+            return float("nan")
+        updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index)
+        self.global_state = fedavg(updates)
+        return float(np.mean([update.loss for update in updates]))
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.model, self.global_state, self.eval_data)
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    round_index: int
+    time_s: float
+    participants: int
+    arrivals: int
+    accuracy: float | None
+
+
+class FlatFederation:
+    """Vehicles → serving RSU → server (RSUs reach the server over an ideal backhaul)."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario, world: World, task: FederatedTask,
+                 scheduler: Scheduler, trace: TraceWriter, on_round: Callable[[RoundSummary], None]) -> None:
+        self.env = env
+        self.sim = scenario.simulation
+        self.energy = scenario.energy
+        self.rsu_tx_power_w = scenario.rsu.tx_power_w
+        self.world = world
+        self.task = task
+        self.scheduler = scheduler
+        self.trace = trace
+        self.on_round = on_round
+        samples = task.samples_per_round
+        self.compute_time_s = compute_time_s(self.energy.cycles_per_sample, samples, self.energy.cpu_hz)
+        self.compute_energy_j = compute_energy_j(self.energy.cycles_per_sample, samples, self.energy.cpu_hz,
+                                                 self.energy.capacitance)
+
+    def run(self) -> Generator[simpy.Event, object, None]:
+        yield self.world.next_tick()  # the first mobility refresh: until then nobody is associated
+        for round_index in range(self.sim.rounds):
+            yield from self.round(round_index)
+
+    def observe(self, round_index: int) -> tuple[Observation, np.ndarray]:
+        w = self.world
+        rows = np.flatnonzero((w.serving >= 0) & (w.battery_j[w.slot] > 0))
+        n = len(rows)
+        obs = Observation(
+            round_index=round_index, time_s=self.env.now, vehicles=w.ids[rows], rsu=w.serving[rows],
+            distance_m=w.distance_m[rows], gain=w.gain[rows], speed_mps=w.snapshot.speed_mps[rows],
+            battery_j=w.battery_j[w.slot[rows]], tx_power_w=np.full(n, self.energy.tx_power_w),
+            compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz,
+            noise_psd_w_per_hz=w.noise_psd, upload_bits=self.task.upload_bits,
+            download_bits=self.task.upload_bits, deadline_s=self.sim.round_deadline_s,
+        )
+        return obs, w.slot[rows]
+
+    def round(self, round_index: int) -> Generator[simpy.Event, object, None]:
+        start = self.env.now
+        obs, slots = self.observe(round_index)
+        plan = self.scheduler.plan(obs)
+        deadline_at = start + self.sim.round_deadline_s
+        processes = [self.env.process(self.participate(obs, plan, j, int(slots[i]), deadline_at))
+                     for j, i in enumerate(plan.participants)]
+        if processes:
+            yield self.env.all_of(processes)
+        else:
+            yield self.env.timeout(self.world.tick_s)  # nobody to schedule: wait for the traffic to change
+        records = [process.value for process in processes]
+        end = self.env.now  # the last participant's upload arrived or failed (at the latest at the deadline)
+        arrived = np.array([r["outcome"] == "arrived" for r in records], dtype=bool)
+        clients = [r["client"] for r in records if r["outcome"] == "arrived"]
+        train_loss = self.task.train(clients, round_index)
+        evaluate_now = (round_index + 1) % self.task.cfg.eval_every == 0 or round_index + 1 == self.sim.rounds
+        accuracy, loss = self.task.evaluate() if evaluate_now else (float("nan"), float("nan"))
+        energy = np.array([r["energy_j"] for r in records])
+        self.scheduler.observe(RoundFeedback(round_index, end - start, arrived, energy,
+                                             accuracy if evaluate_now else None))
+        self.trace.add("participants", records)
+        self.trace.add("rounds", [{
+            "round": round_index, "start_s": start, "end_s": end, "duration_s": end - start,
+            "candidates": obs.count, "participants": len(records), "arrivals": int(arrived.sum()),
+            "drops": int((~arrived).sum()), "upload_bytes": int(arrived.sum()) * self.task.upload_bits // 8,
+            "download_bytes": len(records) * self.task.upload_bits // 8, "energy_j": float(energy.sum()),
+            "train_loss": train_loss, "accuracy": accuracy, "loss": loss,
+        }])
+        self.on_round(RoundSummary(round_index, end, len(records), int(arrived.sum()),
+                                   accuracy if evaluate_now else None))
+
+    def participate(self, obs: Observation, plan: Plan, j: int, slot: int,
+                    deadline_at: float) -> Generator[simpy.Event, object, dict[str, Any]]:
+        """One vehicle's round: download, local compute, upload — each may fail, energy is spent regardless."""
+        env, world = self.env, self.world
+        i = int(plan.participants[j])
+        vehicle, rsu, bandwidth = str(obs.vehicles[i]), int(obs.rsu[i]), float(plan.bandwidth_hz[j])
+        power = float(obs.tx_power_w[i])
+        record: dict[str, Any] = {
+            "round": obs.round_index, "vehicle": vehicle, "client": int(self.task.client_of(np.array(slot))),
+            "rsu": rsu, "distance_m": float(obs.distance_m[i]), "gain_db": float(10 * np.log10(obs.gain[i])),
+            "rate_bps": float(shannon_rate_bps(bandwidth, power, obs.gain[i], obs.noise_psd_w_per_hz)),
+            "bandwidth_hz": bandwidth, "upload_bits": obs.upload_bits,
+            "compute_energy_j": 0.0, "transmit_energy_j": 0.0,
+        }
+        record.update(dict.fromkeys(("download_start_s", "download_end_s", "compute_start_s", "compute_end_s",
+                                     "compute_time_s", "upload_start_s", "upload_end_s", "upload_delay_s"),
+                                    float("nan")))
+
+        def finish(outcome: str) -> dict[str, Any]:
+            record["energy_j"] = record["compute_energy_j"] + record["transmit_energy_j"]
+            record["battery_j"] = float(world.battery_j[slot])
+            record["outcome"] = outcome
+            return record
+
+        down: TransferResult = yield from transfer(
+            env, obs.download_bits, world.link(vehicle, rsu, bandwidth, self.rsu_tx_power_w), deadline_at - env.now)
+        record.update(download_start_s=down.start_s, download_end_s=down.end_s)
+        if not down.ok:
+            return finish(down.outcome)
+
+        # Local training: stops at the deadline or when the battery is empty, whichever comes first.
+        battery = float(world.battery_j[slot])
+        power_draw_w = self.compute_energy_j / self.compute_time_s
+        busy = min(self.compute_time_s, deadline_at - env.now, battery / power_draw_w)
+        record.update(compute_start_s=env.now, compute_time_s=busy, compute_energy_j=busy * power_draw_w)
+        yield env.timeout(busy)
+        world.drain(slot, busy * power_draw_w)
+        record["compute_end_s"] = env.now
+        if busy < self.compute_time_s:
+            return finish("deadline" if env.now >= deadline_at else "battery")
+
+        battery = float(world.battery_j[slot])
+        by_battery = battery / power < deadline_at - env.now
+        limit = battery / power if by_battery else deadline_at - env.now
+        up: TransferResult = yield from transfer(env, obs.upload_bits, world.link(vehicle, rsu, bandwidth, power),
+                                                 limit, "battery" if by_battery else "deadline")
+        world.drain(slot, power * up.duration_s)
+        record.update(upload_start_s=up.start_s, upload_end_s=up.end_s, upload_delay_s=up.duration_s,
+                      transmit_energy_j=power * up.duration_s)
+        return finish(up.outcome)

@@ -1,0 +1,231 @@
+"""Typed scenario configuration, loaded from TOML, with errors that name the field and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
+
+BUILTIN_MODELS = ("minilm", "tiny-bert")
+BUILTIN_DATASETS = ("sst2",)
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """A scenario table: unknown keys are errors, values are frozen after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulationConfig(Section):
+    rounds: int = Field(30, ge=1)
+    round_deadline_s: Positive = 10.0
+    mobility_tick_s: Positive = 1.0
+    start_s: NonNegative = 120.0  # SUMO warm-up: the first round starts once the network has filled
+
+
+class GridNetworkConfig(Section):
+    kind: Literal["grid"] = "grid"
+    junctions: int = Field(5, ge=2)
+    edge_length_m: Positive = 200.0
+    lanes: int = Field(1, ge=1)
+
+
+class DemandConfig(Section):
+    trip_period_s: Positive = 1.0
+    end_s: Positive = 3600.0
+
+
+class MobilityConfig(Section):
+    backend: Literal["libsumo", "traci"] = "libsumo"
+    step_length_s: Positive = 1.0
+    network: GridNetworkConfig = GridNetworkConfig()
+    demand: DemandConfig = DemandConfig()
+
+
+class RsuConfig(Section):
+    layout: Literal["grid"] = "grid"
+    count: int = Field(4, ge=1)
+    radius_m: Positive = 300.0
+    height_m: NonNegative = 10.0
+    bandwidth_hz: Positive = 20e6
+    tx_power_w: Positive = 1.0
+    hysteresis_db: NonNegative = 3.0
+    time_to_trigger_s: NonNegative = 0.0
+
+
+class ChannelConfig(Section):
+    pathloss: Literal["simple"] = "simple"
+    reference_loss_db: NonNegative = 38.0  # loss at the reference distance (free space at 1 m, 2 GHz ≈ 38 dB)
+    reference_distance_m: Positive = 1.0
+    exponent: Annotated[float, Field(ge=1.5, le=6.0)] = 3.0
+    shadowing_std_db: NonNegative = 4.0
+    shadowing_decorrelation_m: Positive = 10.0
+    fading: Literal["rayleigh", "none"] = "rayleigh"
+    noise_psd_dbm_per_hz: float = -174.0
+    noise_figure_db: NonNegative = 9.0
+    vehicle_height_m: NonNegative = 1.5
+
+
+class EnergyConfig(Section):
+    tx_power_w: Positive = 0.2
+    cycles_per_sample: Positive = 2e8
+    cpu_hz: Positive = 2e9
+    capacitance: Positive = 1e-28  # effective switched capacitance κ (J/cycle/Hz²)
+    battery_j: Positive = 2e4
+
+
+class LearningConfig(Section):
+    model: str = "minilm"  # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
+    dataset: str = "sst2"
+    clients: int = Field(100, ge=1)
+    samples_per_client: int = Field(64, ge=1)
+    partition: Literal["iid", "dirichlet"] = "iid"
+    dirichlet_alpha: Positive = 0.5
+    max_length: int = Field(64, ge=8)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: Positive = 16.0
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    lora_targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: Positive = 1e-3
+    batch_size: int = Field(16, ge=1)
+    local_steps: int = Field(2, ge=1)
+    eval_every: int = Field(5, ge=1)
+    eval_samples: int = Field(872, ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model in BUILTIN_MODELS or Path(model).is_dir():
+            return model
+        raise ValueError(f"must be one of {', '.join(BUILTIN_MODELS)} or a Hugging Face checkpoint directory")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, dataset: str) -> str:
+        if dataset in BUILTIN_DATASETS or Path(dataset).is_dir():
+            return dataset
+        raise ValueError(f"must be one of {', '.join(BUILTIN_DATASETS)} or a directory with train.tsv and dev.tsv")
+
+
+class TraceConfig(Section):
+    vehicle_sample_s: Positive = 5.0
+
+
+class Scenario(Section):
+    name: str = "scenario"
+    seed: int = Field(0, ge=0)
+    simulation: SimulationConfig = SimulationConfig()
+    mobility: MobilityConfig = MobilityConfig()
+    rsu: RsuConfig = RsuConfig()
+    channel: ChannelConfig = ChannelConfig()
+    energy: EnergyConfig = EnergyConfig()
+    learning: LearningConfig = LearningConfig()
+    scheduler: scheduler_config_union() = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"name": "all-in"}, validate_default=True
+    )
+    trace: TraceConfig = TraceConfig()
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message lists every problem as `field.path: what is wrong`."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(str(path), ["file not found; pass the path of a scenario .toml"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(path), [f"not valid TOML ({exc})"]) from None
+    for override in overrides or []:
+        _apply_override(raw, override, str(path))
+    return parse_scenario(raw, str(path))
+
+
+def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(source, [_describe(error) for error in exc.errors()]) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        problem = f"--set {override!r}: expected key.path=value, e.g. simulation.rounds=10"
+        raise ScenarioError(source, [problem])
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word is a string: --set scheduler.name=random
+    *parents, leaf = key.strip().split(".")
+    table = raw
+    for part in parents:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ScenarioError(source, [f"--set {key}: {part} is a value, not a table"])
+    table[leaf] = value
+
+
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = _field_path(error["loc"])
+    where = ".".join(str(part) for part in loc) or "scenario"
+    kind, ctx, given = error["type"], error.get("ctx", {}), error.get("input")
+    if kind in _BOUNDS:
+        (bound,) = ctx.values()
+        return f"{where}: must be {_BOUNDS[kind]} {bound}, got {given}"
+    if kind == "extra_forbidden":
+        valid = _valid_keys(error["loc"][:-1])
+        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(valid)}"
+        return f"{where}: unknown key; {hint}"
+    if kind == "literal_error":
+        return f"{where}: must be one of {ctx['expected']}, got {given!r}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        names = scheduler_names()
+        tag = str(ctx.get("tag", ""))
+        near = difflib.get_close_matches(tag, names, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        problem = f"unknown scheduler '{tag}'" if tag else "missing"
+        return f"{where}.name: {problem}; {hint}(choose from {', '.join(names)})"
+    if kind == "value_error":
+        return f"{where}: {error['msg'].removeprefix('Value error, ')}, got {given!r}"
+    return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
+
+
+def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the tag pydantic inserts for a discriminated union (`scheduler.random.x` -> `scheduler.x`)."""
+    if len(loc) > 1 and loc[0] == "scheduler" and scheduler_config_class(str(loc[1])) is not None:
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the table at `loc` accepts (loc as pydantic reports it, union tags included)."""
+    model: Any = Scenario
+    for part in loc:
+        if model is Scenario and part == "scheduler":
+            model = None
+        elif model is None:
+            model = scheduler_config_class(str(part))
+        else:
+            annotation = model.model_fields[part].annotation
+            model = annotation if isinstance(annotation, type) else None
+    return list(model.model_fields) if model else []

@@ -1,0 +1,113 @@
+"""What a scheduler sees, what it decides, and the registry that finds schedulers by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the RSUs know when a round starts: one entry per candidate vehicle (served, battery left)."""
+
+    round_index: int
+    time_s: float
+    vehicles: np.ndarray  # (n,) ids
+    rsu: np.ndarray  # (n,) serving RSU index
+    distance_m: np.ndarray  # (n,) to the serving RSU
+    gain: np.ndarray  # (n,) linear channel power gain to the serving RSU (path loss × shadowing × fading)
+    speed_mps: np.ndarray  # (n,)
+    battery_j: np.ndarray  # (n,)
+    tx_power_w: np.ndarray  # (n,)
+    compute_time_s: np.ndarray  # (n,) local training time from the device profile
+    rsu_bandwidth_hz: np.ndarray  # (m,) uplink bandwidth of each RSU
+    noise_psd_w_per_hz: float
+    upload_bits: int
+    download_bits: int
+    deadline_s: float
+
+    @property
+    def count(self) -> int:
+        return len(self.vehicles)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The round's decision: which candidates (observation indices) and each one's uplink bandwidth."""
+
+    participants: np.ndarray  # (k,) int indices into Observation arrays
+    bandwidth_hz: np.ndarray  # (k,) FDMA share of the serving RSU's band
+
+    def __post_init__(self) -> None:
+        if self.participants.shape != self.bandwidth_hz.shape:
+            raise ValueError("Plan: participants and bandwidth_hz must have the same length")
+
+
+@dataclass(frozen=True)
+class RoundFeedback:
+    """What the server learns after a round, for schedulers that adapt (queues, bandits)."""
+
+    round_index: int
+    delay_s: float
+    arrived: np.ndarray  # (k,) bool, aligned with Plan.participants
+    energy_j: np.ndarray  # (k,)
+    accuracy: float | None
+
+
+class Scheduler(Protocol):
+    def plan(self, obs: Observation) -> Plan: ...
+
+    def observe(self, feedback: RoundFeedback) -> None: ...
+
+
+class SchedulerConfig(BaseModel):
+    """Base of every scheduler's own config table; `name` is the registry key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+
+Factory = Callable[[Any, np.random.Generator], Scheduler]
+_REGISTRY: dict[str, tuple[type[SchedulerConfig], Factory]] = {}
+
+
+def register(config: type[SchedulerConfig]) -> Callable[[Factory], Factory]:
+    """Class decorator: make a scheduler available by the literal `name` of its config."""
+
+    def decorate(factory: Factory) -> Factory:
+        (name,) = config.model_fields["name"].annotation.__args__  # type: ignore[union-attr]
+        _REGISTRY[name] = (config, factory)
+        return factory
+
+    return decorate
+
+
+def scheduler_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def scheduler_config_class(name: str) -> type[SchedulerConfig] | None:
+    entry = _REGISTRY.get(name)
+    return entry[0] if entry else None
+
+
+def scheduler_config_union() -> Any:
+    """A pydantic type that validates a `[scheduler]` table against the config of the scheduler it names."""
+    configs = tuple(config for config, _ in _REGISTRY.values())
+    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 - a runtime-built union
+
+
+def make_scheduler(config: SchedulerConfig, rng: np.random.Generator) -> Scheduler:
+    _, factory = _REGISTRY[config.name]
+    return factory(config, rng)
+
+
+def equal_share(rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray) -> np.ndarray:
+    """FDMA: each RSU splits its band equally among the participants it serves."""
+    counts = np.bincount(rsu, minlength=len(rsu_bandwidth_hz))
+    return rsu_bandwidth_hz[rsu] / counts[rsu]
+

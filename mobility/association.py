@@ -1,0 +1,114 @@
+"""Serving-RSU selection with hysteresis and time-to-trigger (the LTE/NR A3 event), vectorised over vehicles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mobility.errors import MobilityError
+
+# Tolerance on the time-to-trigger comparison, so that k updates of dt trigger at k*dt despite float round-off.
+_TIME_EPS_S = 1e-9
+
+
+@dataclass(frozen=True)
+class HandoverEvent:
+    """One change of serving RSU; -1 on either side means no RSU (attach or detach)."""
+
+    time_s: float
+    vehicle: str
+    from_rsu: int
+    to_rsu: int
+
+
+class Association:
+    """Keeps each vehicle's serving RSU between updates; state lives in arrays aligned to the sorted ids."""
+
+    def __init__(self, *, hysteresis_db: float, time_to_trigger_s: float = 0.0) -> None:
+        if not hysteresis_db >= 0:
+            raise MobilityError(f"hysteresis_db={hysteresis_db} must be >= 0")
+        if not time_to_trigger_s >= 0:
+            raise MobilityError(f"time_to_trigger_s={time_to_trigger_s} must be >= 0")
+        self._hysteresis_db = float(hysteresis_db)
+        self._ttt_s = float(time_to_trigger_s)
+        self._time_s = -np.inf
+        self._ids = np.array([], dtype=str)
+        self._serving = np.empty(0, dtype=np.int64)
+        self._candidate = np.empty(0, dtype=np.int64)  # A3 target being timed, -1 if none
+        self._since_s = np.empty(0, dtype=np.float64)  # when the A3 condition started holding for _candidate
+
+    def update(
+        self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
+    ) -> tuple[np.ndarray, list[HandoverEvent]]:
+        """Apply attach / coverage-loss / A3 rules for this instant; return serving (n,) int64 aligned with ids and
+        the handover events, in id order."""
+        ids, rsrp_dbm, in_coverage = self._check(time_s, ids, rsrp_dbm, in_coverage)
+        n, m = rsrp_dbm.shape
+        rows = np.arange(n)
+        serving = self._lookup(ids, self._serving, -1)
+        candidate = self._lookup(ids, self._candidate, -1)
+        since = self._lookup(ids, self._since_s, np.nan)
+
+        if m == 0:
+            best = np.full(n, -1, dtype=np.int64)
+        else:
+            masked = np.where(in_coverage, rsrp_dbm, -np.inf)
+            best = np.where(in_coverage.any(axis=1), np.argmax(masked, axis=1), -1).astype(np.int64)
+
+        serving_ok = serving >= 0
+        serving_ok[serving_ok] = in_coverage[rows[serving_ok], serving[serving_ok]]
+        # Unserved, or lost the serving RSU's coverage: take the strongest covering RSU now (or none).
+        new = np.where(serving_ok, serving, best)
+
+        # A3: a covered vehicle hands over once the best RSU beats the serving one by the margin for ttt.
+        a3 = serving_ok & (best != serving)
+        a3[a3] = rsrp_dbm[rows[a3], best[a3]] - rsrp_dbm[rows[a3], serving[a3]] > self._hysteresis_db
+        restart = a3 & (candidate != best)
+        since[restart] = time_s
+        candidate = np.where(a3, best, -1)
+        fire = a3 & (time_s - since >= self._ttt_s - _TIME_EPS_S)
+        new[fire] = best[fire]
+        candidate[fire] = -1
+
+        changed = np.flatnonzero(new != serving)
+        events = [HandoverEvent(float(time_s), str(ids[i]), int(serving[i]), int(new[i])) for i in changed]
+        self._time_s = float(time_s)
+        self._ids, self._serving, self._candidate, self._since_s = ids, new, candidate, since
+        return new.copy(), events
+
+    def serving_of(self, ids: np.ndarray) -> np.ndarray:
+        """Current serving RSU for these ids (any order), -1 for ids never seen or gone at the last update."""
+        return self._lookup(np.asarray(ids, dtype=str), self._serving, -1)
+
+    def _lookup(self, ids: np.ndarray, column: np.ndarray, missing: float) -> np.ndarray:
+        """Realign a state column from the last update's ids to `ids`, filling vehicles not known with `missing`."""
+        out = np.full(len(ids), missing, dtype=column.dtype)
+        if len(self._ids) == 0 or len(ids) == 0:
+            return out
+        pos = np.searchsorted(self._ids, ids)
+        pos_clipped = np.minimum(pos, len(self._ids) - 1)
+        known = self._ids[pos_clipped] == ids
+        out[known] = column[pos_clipped[known]]
+        return out
+
+    def _check(self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if time_s < self._time_s:
+            raise MobilityError(f"Association.update: time_s={time_s} is before the previous update "
+                                f"({self._time_s}); updates must be monotone")
+        ids = np.asarray(ids, dtype=str)
+        rsrp_dbm = np.asarray(rsrp_dbm, dtype=np.float64)
+        in_coverage = np.asarray(in_coverage)
+        if ids.ndim != 1:
+            raise MobilityError(f"Association.update: ids must be 1-D, got shape {ids.shape}")
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise MobilityError("Association.update: ids must be unique and sorted ascending (np.sort), "
+                                "as in Snapshot.ids")
+        if rsrp_dbm.ndim != 2 or rsrp_dbm.shape[0] != len(ids):
+            raise MobilityError(f"Association.update: rsrp_dbm must have shape (n={len(ids)}, m), "
+                                f"got {rsrp_dbm.shape}")
+        if in_coverage.shape != rsrp_dbm.shape or in_coverage.dtype != np.bool_:
+            raise MobilityError(f"Association.update: in_coverage must be a bool array of shape {rsrp_dbm.shape} "
+                                f"like rsrp_dbm, got {in_coverage.dtype} {in_coverage.shape}")
+        return ids, rsrp_dbm, in_coverage

@@ -1,0 +1,205 @@
+"""Live SUMO mobility: libsumo in-process (fast, default) or TraCI to a SUMO subprocess (GUI or remote SUMO)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from mobility.errors import MobilityError
+from mobility.netgen import SumoFiles, sumo_home
+from mobility.snapshot import Snapshot
+
+# traci.constants, copied so that importing this module does not import traci/libsumo.
+_CMD_GET_VEHICLE_VARIABLE = 0xA4
+_VAR_SPEED = 0x40
+_VAR_POSITION = 0x42
+_VAR_ANGLE = 0x43
+# SUMO reports this for a vehicle that is not on a lane (e.g. while teleporting); such rows are dropped.
+_INVALID_DOUBLE = -(2.0**30)
+# Clock tolerance: SUMO counts time in whole milliseconds.
+_TIME_EPS_S = 1e-6
+
+
+def _import_libsumo() -> Any:
+    """Import libsumo without its unconditional stdout note about the installed pyarrow version."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        import libsumo
+    return libsumo
+
+
+class SumoMobility:
+    """Steps a SUMO simulation on demand and reads all vehicles with one context subscription per step."""
+
+    # libsumo holds one simulation per process; remember who owns it to fail clearly instead of corrupting it.
+    _libsumo_owner: ClassVar[SumoMobility | None] = None
+
+    def __init__(
+        self,
+        files: SumoFiles,
+        *,
+        step_length_s: float,
+        seed: int,
+        backend: Literal["libsumo", "traci"] = "libsumo",
+        time_to_teleport_s: float = 300.0,
+    ) -> None:
+        for name, path in (("net", files.net), ("routes", files.routes)):
+            if not Path(path).is_file():
+                raise MobilityError(f"SUMO {name} file {path} does not exist; build it with "
+                                    "mobility.netgen.grid_scenario or fix the path")
+        if step_length_s <= 0:
+            raise MobilityError(f"step_length_s={step_length_s} must be > 0")
+        if backend not in ("libsumo", "traci"):
+            raise MobilityError(f"backend={backend!r} must be 'libsumo' or 'traci'")
+        if backend == "libsumo" and SumoMobility._libsumo_owner is not None:
+            raise MobilityError("libsumo runs one simulation per process and another SumoMobility is open; "
+                                "close() it first or use backend='traci'")
+
+        self._backend = backend
+        self._closed = False
+        log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log")
+        os.close(log_fd)
+        self._error_log = Path(log_name)
+        cmd = [
+            str(sumo_home() / "bin" / "sumo"),
+            "--net-file", str(files.net),
+            "--route-files", str(files.routes),
+            "--step-length", repr(float(step_length_s)),
+            "--seed", str(int(seed)),
+            "--time-to-teleport", repr(float(time_to_teleport_s)),
+            "--no-step-log",
+            "--no-warnings",
+            "--error-log", str(self._error_log),
+        ]
+        try:
+            self._api, self._errors = self._start(cmd)
+        except MobilityError:
+            self._error_log.unlink(missing_ok=True)
+            raise
+        if backend == "libsumo":
+            SumoMobility._libsumo_owner = self
+        try:
+            self._api.simulation.subscribeContext("", _CMD_GET_VEHICLE_VARIABLE, 1e9,
+                                                 [_VAR_POSITION, _VAR_SPEED, _VAR_ANGLE])
+            self._bounds = self._lane_bounds()
+            self._time_s = float(self._api.simulation.getTime())
+        except self._errors as exc:
+            self.close()
+            raise self._failure("SUMO failed while setting up", exc) from exc
+
+    def _start(self, cmd: list[str]) -> tuple[Any, tuple[type[BaseException], ...]]:
+        """Start the backend; return its API object (same surface for both) and its exception types."""
+        if self._backend == "libsumo":
+            libsumo = _import_libsumo()
+            errors: tuple[type[BaseException], ...] = (libsumo.TraCIException, libsumo.FatalTraCIError)
+            try:
+                libsumo.start(cmd)
+            except errors as exc:
+                with contextlib.suppress(*errors):
+                    libsumo.close()
+                raise self._failure("SUMO (libsumo) failed to start", exc) from exc
+            return libsumo, errors
+
+        import traci
+        import traci.exceptions
+        from sumolib.miscutils import getFreeSocketPort
+
+        errors = (traci.exceptions.TraCIException, traci.exceptions.FatalTraCIError, OSError)
+        label = f"mobility-{id(self)}"
+        # Launched here rather than by traci.start, which leaves a zombie process behind when SUMO fails to start.
+        # SUMO's messages go to the error log, so its own stdout/stderr are not needed.
+        port = getFreeSocketPort()
+        try:
+            process = subprocess.Popen([*cmd, "--remote-port", str(port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise self._failure("SUMO (traci) failed to start", exc) from exc
+        try:
+            # traci prints "Retrying in 1 seconds" while SUMO opens its port; that is not worth a line of output.
+            with contextlib.redirect_stdout(io.StringIO()):
+                traci.init(port, label=label, proc=process, doSwitch=False)
+        except errors as exc:
+            process.kill()
+            process.wait()
+            raise self._failure("SUMO (traci) failed to start", exc) from exc
+        return traci.getConnection(label), errors
+
+    def _failure(self, what: str, exc: BaseException) -> MobilityError:
+        """A MobilityError carrying SUMO's own error messages, which it writes to the error log, not to Python."""
+        try:
+            log = self._error_log.read_text(errors="replace").strip()
+        except OSError:
+            log = ""
+        detail = log[-2000:] if log else f"{type(exc).__name__}: {exc}"
+        return MobilityError(f"{what}: {detail}")
+
+    def _lane_bounds(self) -> tuple[float, float, float, float]:
+        """Bounding box of all lane shapes: SUMO's net boundary covers edge centre lines only, and vehicles on
+        outer lanes sit up to a few lane widths beyond it."""
+        lane = self._api.lane
+        points = np.array([p for lane_id in lane.getIDList() for p in lane.getShape(lane_id)], dtype=np.float64)
+        if points.size == 0:
+            raise MobilityError("the SUMO network has no lanes; check the net file")
+        (xmin, ymin), (xmax, ymax) = points.min(axis=0), points.max(axis=0)
+        return float(xmin), float(ymin), float(xmax), float(ymax)
+
+    def advance(self, time_s: float) -> Snapshot:
+        """Step SUMO until its clock reaches time_s (the snapshot carries SUMO's actual time, which may exceed
+        time_s by less than one step when time_s is not a multiple of the step length)."""
+        if self._closed:
+            raise MobilityError("advance() on a closed SumoMobility")
+        if time_s < self._time_s - _TIME_EPS_S:
+            raise MobilityError(f"advance({time_s}) goes back in time; SUMO is already at {self._time_s} s")
+        try:
+            if time_s > self._time_s + _TIME_EPS_S:
+                self._api.simulationStep(float(time_s))
+                self._time_s = float(self._api.simulation.getTime())
+            results = self._api.simulation.getContextSubscriptionResults("")
+        except self._errors as exc:
+            raise self._failure(f"SUMO failed while advancing to {time_s} s", exc) from exc
+        return self._snapshot(results or {})
+
+    def _snapshot(self, results: dict[str, dict[int, Any]]) -> Snapshot:
+        if not results:
+            return Snapshot.empty(self._time_s)
+        ids = np.array(list(results), dtype=str)
+        values = list(results.values())
+        xy = np.array([v[_VAR_POSITION] for v in values], dtype=np.float64)
+        speed = np.array([v[_VAR_SPEED] for v in values], dtype=np.float64)
+        angle_deg = np.array([v[_VAR_ANGLE] for v in values], dtype=np.float64)
+        keep = np.flatnonzero(xy[:, 0] > _INVALID_DOUBLE / 2)
+        order = keep[np.argsort(ids[keep], kind="stable")]
+        # SUMO: degrees, 0 = north, clockwise. Math: radians, 0 = +x, counter-clockwise; wrapped to [-pi, pi).
+        heading = np.deg2rad(90.0 - angle_deg[order])
+        heading = (heading + np.pi) % (2 * np.pi) - np.pi
+        return Snapshot(time_s=self._time_s, ids=ids[order], xy_m=xy[order], speed_mps=speed[order],
+                        heading_rad=heading)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """xmin, ymin, xmax, ymax over all lanes of the network."""
+        return self._bounds
+
+    def close(self) -> None:
+        """Shut SUMO down fully (idempotent) so that another libsumo simulation can start in this process."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(*self._errors):
+            self._api.close()
+        if SumoMobility._libsumo_owner is self:
+            SumoMobility._libsumo_owner = None
+        self._error_log.unlink(missing_ok=True)
+
+    def __enter__(self) -> SumoMobility:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

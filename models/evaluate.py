@@ -1,0 +1,44 @@
+"""Accuracy and loss of a global adapter on held-out data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from models.backbone import SplitClassifier
+from models.data import EncodedData
+from models.device import autocast
+from models.lora import check_state, forward_with_state
+
+
+@torch.no_grad()
+def evaluate(
+    model: SplitClassifier, state: Mapping[str, torch.Tensor], data: EncodedData, *, batch_size: int = 256
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` with `state` as its trainable parameters, in eval mode (no
+    dropout). The model's own parameters and its train/eval mode are left as they were."""
+    if len(data) == 0:
+        raise ValueError("evaluate: data is empty; pass a non-empty EncodedData")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_state({name: p for name, p in model.named_parameters() if p.requires_grad}, state)
+    device = next(model.parameters()).device
+    state = {name: value.to(device, torch.float32) for name, value in state.items()}
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for start in range(0, len(data), batch_size):
+            rows = slice(start, start + batch_size)
+            labels = data.labels[rows].to(device)
+            with autocast(device):
+                logits = forward_with_state(
+                    model, state, data.input_ids[rows].to(device), data.attention_mask[rows].to(device)
+                ).float()
+            correct += int((logits.argmax(dim=-1) == labels).sum())
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+    finally:
+        model.train(was_training)
+    return correct / len(data), loss_sum / len(data)

@@ -1,0 +1,101 @@
+"""LoRA adapters on the encoder and the adapter state that clients exchange: only LoRA A/B and the head travel,
+the frozen base never leaves the vehicle or the server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+
+from models.backbone import SplitClassifier
+
+
+def add_lora(
+    model: SplitClassifier, *, rank: int, alpha: float, dropout: float, target_modules: Sequence[str]
+) -> SplitClassifier:
+    """Inject peft LoRA adapters into `model.encoder` on the named linear layers (e.g. ['query', 'value']) and
+    freeze everything except LoRA and the head. A is initialised from torch seeded with the model's seed, so two
+    runs with the same seed start from the same adapter."""
+    if rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank}")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.encoder.named_modules()}
+    missing = sorted(set(target_modules) - leaves)
+    if not target_modules or missing:
+        raise ValueError(
+            f"target_modules {list(target_modules)!r}: {missing or 'empty'} not in the encoder; "
+            f"choose among e.g. 'query', 'key', 'value', 'dense'"
+        )
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(model.seed)
+        inject_adapter_in_model(config, model.encoder)
+    model.to(device)
+    for name, param in model.named_parameters():
+        param.requires_grad_(_is_trainable(name))
+    return model
+
+
+def _is_trainable(name: str) -> bool:
+    return name.startswith("head.") or ".lora_A." in name or ".lora_B." in name
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """LoRA A/B and head parameters as detached float32 CPU clones with sorted keys: a snapshot safe to send,
+    average and store while the model keeps training."""
+    return {
+        name: param.detach().float().cpu().clone()
+        for name, param in sorted(model.named_parameters())
+        if param.requires_grad
+    }
+
+
+def load_trainable_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy `state` into the model's trainable parameters; the key set and shapes must match exactly, so a state
+    from a different rank or target set fails loudly instead of half-loading."""
+    params = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    check_state(params, state)
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
+    """ValueError unless `state` has exactly the keys and shapes of `expected`."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ValueError(
+            f"state keys do not match the model's trainable parameters: missing {missing[:3]}, unexpected "
+            f"{extra[:3]}; build the state with trainable_state() from a model with the same LoRA config"
+        )
+    for name, value in state.items():
+        if value.shape != expected[name].shape:
+            raise ValueError(
+                f"state[{name!r}] has shape {tuple(value.shape)}, the model expects {tuple(expected[name].shape)}; "
+                f"check the LoRA rank"
+            )
+
+
+def forward_with_state(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Logits with `state` standing in for the trainable parameters, leaving the model's own untouched: one shared
+    frozen base serves every client, and the call is a pure function of `state` (ready for torch.func.vmap)."""
+    return torch.func.functional_call(model, dict(state), (input_ids, attention_mask), strict=False)
+
+
+def state_num_values(state: Mapping[str, torch.Tensor]) -> int:
+    """Number of scalars in a state: what rank, targets and head size cost on the air."""
+    return sum(value.numel() for value in state.values())
+
+
+def upload_bits(state: Mapping[str, torch.Tensor], bits_per_value: int = 32) -> int:
+    """What a client sends up, in bits on the air (payload only, no protocol overhead)."""
+    if bits_per_value < 1:
+        raise ValueError(f"bits_per_value must be a positive integer, got {bits_per_value}")
+    return state_num_values(state) * bits_per_value

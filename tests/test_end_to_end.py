@@ -1,0 +1,92 @@
+"""The tiny scenario through the real CLI: SUMO, channel, energy and tiny-BERT LoRA training on one clock."""
+
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from cosim.cli import main
+from cosim.trace import SCHEMA, read_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny.toml"
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """The tiny scenario run twice with the same seed (and the same SUMO cache)."""
+    out = tmp_path_factory.mktemp("runs")
+    for name in ("a", "b"):
+        assert main(["run", str(TINY), "--out", str(out / name), "--quiet"]) == 0
+    return read_run(out / "a"), read_run(out / "b"), out / "a"
+
+
+def test_trace_schema(tiny_runs):
+    run, _, _ = tiny_runs
+    for table, columns in SCHEMA.items():
+        assert list(run[table].columns) == list(columns), table
+    assert run["manifest"]["status"] == "complete"
+    assert run["manifest"]["versions"]["torch"]
+    assert len(run["rounds"]) == 4
+    assert len(run["participants"]) > 0 and len(run["vehicles"]) > 0 and len(run["handovers"]) > 0
+
+
+def test_same_seed_gives_identical_traces(tiny_runs):
+    a, b, _ = tiny_runs
+    for table in SCHEMA:
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=True)
+
+
+def test_round_invariants(tiny_runs):
+    run, _, _ = tiny_runs
+    rounds, parts = run["rounds"], run["participants"]
+    assert (rounds["arrivals"] + rounds["drops"] == rounds["participants"]).all()
+    per_round = parts.groupby("round").size().reindex(rounds["round"], fill_value=0).to_numpy()
+    np.testing.assert_array_equal(per_round, rounds["participants"].to_numpy())
+    arrived = parts[parts["outcome"] == "arrived"]
+    assert (arrived["upload_end_s"] >= arrived["upload_start_s"]).all()
+    assert (arrived["upload_start_s"] >= arrived["compute_end_s"]).all()
+    assert (arrived["compute_start_s"] >= arrived["download_end_s"]).all()
+    started = parts.dropna(subset=["upload_start_s"])
+    assert (started["upload_end_s"] >= started["upload_start_s"]).all()
+    deadline = run["manifest"]["scenario"]["simulation"]["round_deadline_s"]
+    assert (rounds["duration_s"] <= deadline + 1e-9).all()
+    assert (parts["energy_j"] >= 0).all() and (parts["battery_j"] >= 0).all()
+    assert (run["vehicles"]["battery_j"] >= 0).all()
+    assert set(parts["outcome"]) <= {"arrived", "deadline", "handover", "coverage_lost", "left_network", "battery"}
+    assert (rounds["end_s"].iloc[:-1].to_numpy() <= rounds["start_s"].iloc[1:].to_numpy()).all()
+
+
+def test_one_serving_rsu_per_vehicle_at_a_time(tiny_runs):
+    run, _, _ = tiny_runs
+    vehicles = run["vehicles"]
+    assert not vehicles.duplicated(subset=["time_s", "vehicle"]).any()
+    # replaying the association events gives a consistent chain: each event starts where the last one ended
+    for _, events in run["handovers"].sort_values("time_s", kind="stable").groupby("vehicle"):
+        serving = -1
+        for event in events.itertuples():
+            assert event.from_rsu == serving
+            serving = event.to_rsu
+
+
+def test_notebook_runs_headless(tiny_runs, monkeypatch):
+    _, _, run_dir = tiny_runs
+    monkeypatch.setenv("COSIM_RUN", str(run_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(ROOT / "notebooks" / "run_overview.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert any("image/png" in output.get("data", {}) for output in outputs)
+
+
+def test_malformed_scenario_exits_2_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.read_text().replace("count = 2", "count = 0"))
+    assert main(["run", str(bad), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "rsu.count: must be >= 1, got 0" in err
+    assert not (tmp_path / "never").exists()

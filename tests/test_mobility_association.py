@@ -1,0 +1,180 @@
+"""Serving-RSU association: attach, coverage loss, A3 hysteresis and time-to-trigger, realignment."""
+
+import numpy as np
+import pytest
+
+from mobility.association import Association, HandoverEvent
+from mobility.errors import MobilityError
+
+
+def _ids(*names: str) -> np.ndarray:
+    return np.array(names, dtype=str)
+
+
+def _cov(rsrp: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """rsrp with NaN meaning out of coverage -> (rsrp, in_coverage)."""
+    r = np.array(rsrp, dtype=np.float64)
+    return np.nan_to_num(r, nan=-200.0), ~np.isnan(r)
+
+
+def test_attach_to_strongest_covering_rsu_and_ignore_uncovered_strength():
+    assoc = Association(hysteresis_db=3.0)
+    # v2 hears RSU 1 loudest but is only covered by RSU 0; v3 is covered by none.
+    rsrp = np.array([[-80.0, -70.0], [-60.0, -50.0], [-90.0, -95.0]])
+    cov = np.array([[True, True], [True, False], [False, False]])
+    serving, events = assoc.update(0.0, _ids("v1", "v2", "v3"), rsrp, cov)
+    assert serving.dtype == np.int64
+    np.testing.assert_array_equal(serving, [1, 0, -1])
+    assert events == [HandoverEvent(0.0, "v1", -1, 1), HandoverEvent(0.0, "v2", -1, 0)]
+
+
+def test_hysteresis_blocks_switch_inside_margin_and_allows_beyond():
+    assoc = Association(hysteresis_db=3.0)
+    ids = _ids("a")
+    assoc.update(0.0, ids, *_cov([[-70.0, -80.0]]))
+    serving, events = assoc.update(1.0, ids, *_cov([[-70.0, -67.5]]))  # 2.5 dB better: inside margin
+    assert serving.tolist() == [0] and events == []
+    serving, events = assoc.update(2.0, ids, *_cov([[-70.0, -67.0]]))  # exactly 3 dB: not "more than"
+    assert serving.tolist() == [0] and events == []
+    serving, events = assoc.update(3.0, ids, *_cov([[-70.0, -66.9]]))
+    assert serving.tolist() == [1]
+    assert events == [HandoverEvent(3.0, "a", 0, 1)]
+
+
+@pytest.mark.parametrize("ttt_updates", [0, 1, 3])
+def test_time_to_trigger_delays_switch_by_exact_number_of_updates(ttt_updates):
+    dt = 0.1  # 0.1 is not exact in binary: the switch must still come after exactly ttt_updates updates
+    assoc = Association(hysteresis_db=1.0, time_to_trigger_s=ttt_updates * dt)
+    ids = _ids("a")
+    assoc.update(0.0, ids, *_cov([[-70.0, -90.0]]))
+    switched_at = None
+    for k in range(1, 10):
+        serving, events = assoc.update(k * dt, ids, *_cov([[-70.0, -60.0]]))  # condition holds from k = 1
+        if events:
+            switched_at = k
+            assert events == [HandoverEvent(k * dt, "a", 0, 1)]
+            break
+        assert serving.tolist() == [0]
+    assert switched_at == 1 + ttt_updates
+
+
+def test_time_to_trigger_timer_resets_when_condition_breaks():
+    assoc = Association(hysteresis_db=1.0, time_to_trigger_s=2.0)
+    ids = _ids("a")
+    assoc.update(0.0, ids, *_cov([[-70.0, -90.0]]))
+    assert assoc.update(1.0, ids, *_cov([[-70.0, -60.0]]))[1] == []   # timer starts at 1
+    assert assoc.update(2.0, ids, *_cov([[-70.0, -70.5]]))[1] == []   # condition broken: reset
+    assert assoc.update(3.0, ids, *_cov([[-70.0, -60.0]]))[1] == []   # restarts at 3
+    assert assoc.update(4.0, ids, *_cov([[-70.0, -60.0]]))[1] == []   # would have fired without the reset
+    assert assoc.update(5.0, ids, *_cov([[-70.0, -60.0]]))[1] == [HandoverEvent(5.0, "a", 0, 1)]
+
+
+def test_time_to_trigger_timer_resets_when_best_candidate_changes():
+    assoc = Association(hysteresis_db=1.0, time_to_trigger_s=2.0)
+    ids = _ids("a")
+    assoc.update(0.0, ids, *_cov([[-70.0, -90.0, -90.0]]))
+    assert assoc.update(1.0, ids, *_cov([[-70.0, -60.0, -65.0]]))[1] == []  # candidate 1 from t=1
+    assert assoc.update(2.0, ids, *_cov([[-70.0, -65.0, -60.0]]))[1] == []  # candidate 2 from t=2
+    assert assoc.update(3.0, ids, *_cov([[-70.0, -65.0, -60.0]]))[1] == []
+    assert assoc.update(4.0, ids, *_cov([[-70.0, -65.0, -60.0]]))[1] == [HandoverEvent(4.0, "a", 0, 2)]
+
+
+def test_coverage_loss_moves_at_once_or_detaches():
+    assoc = Association(hysteresis_db=10.0, time_to_trigger_s=5.0)
+    ids = _ids("a", "b")
+    assoc.update(0.0, ids, *_cov([[-70.0, -80.0], [-70.0, np.nan]]))
+    # Serving RSU 0 lost for both: a moves to RSU 1 despite hysteresis and ttt, b has nowhere to go.
+    serving, events = assoc.update(1.0, ids, *_cov([[np.nan, -85.0], [np.nan, np.nan]]))
+    np.testing.assert_array_equal(serving, [1, -1])
+    assert events == [HandoverEvent(1.0, "a", 0, 1), HandoverEvent(1.0, "b", 0, -1)]
+    # b re-enters coverage: attaches again at once.
+    serving, events = assoc.update(2.0, ids, *_cov([[np.nan, -85.0], [np.nan, -99.0]]))
+    np.testing.assert_array_equal(serving, [1, 1])
+    assert events == [HandoverEvent(2.0, "b", -1, 1)]
+
+
+def test_vehicles_appearing_and_leaving_keep_their_own_state():
+    assoc = Association(hysteresis_db=3.0)
+    assoc.update(0.0, _ids("b", "d", "f"), *_cov([[-70.0, -80.0], [-80.0, -70.0], [-70.0, -80.0]]))
+    # "a", "c", "e" appear around the survivors, "f" leaves. Same rsrp for all: only newcomers attach, and the
+    # survivors keep RSUs that are no longer the strongest (within hysteresis), so they must be realigned by id.
+    ids = _ids("a", "b", "c", "d", "e")
+    rsrp, cov = _cov([[-75.0, -74.0]] * 5)
+    serving, events = assoc.update(1.0, ids, rsrp, cov)
+    np.testing.assert_array_equal(serving, [1, 0, 1, 1, 1])
+    assert [(e.vehicle, e.from_rsu, e.to_rsu) for e in events] == [("a", -1, 1), ("c", -1, 1), ("e", -1, 1)]
+    np.testing.assert_array_equal(assoc.serving_of(_ids("f", "b", "zz", "d")), [-1, 0, -1, 1])
+    # "f" comes back: it was forgotten, so it attaches afresh (an attach event, not a handover from its old RSU).
+    serving, events = assoc.update(2.0, _ids("b", "f"), *_cov([[-70.0, -80.0], [-80.0, -70.0]]))
+    np.testing.assert_array_equal(serving, [0, 1])
+    assert events == [HandoverEvent(2.0, "f", -1, 1)]
+
+
+def test_pending_timer_is_dropped_with_a_leaving_vehicle():
+    assoc = Association(hysteresis_db=1.0, time_to_trigger_s=1.0)
+    assoc.update(0.0, _ids("a"), *_cov([[-70.0, -90.0]]))
+    assoc.update(1.0, _ids("a"), *_cov([[-70.0, -60.0]]))  # timer starts
+    assoc.update(1.5, _ids("b"), *_cov([[-70.0, -90.0]]))  # a leaves
+    serving, events = assoc.update(2.0, _ids("a", "b"), *_cov([[-70.0, -60.0], [-70.0, -90.0]]))
+    # a re-attaches to the strongest RSU directly; no stale timer survives to produce a second event.
+    assert events == [HandoverEvent(2.0, "a", -1, 1)]
+    np.testing.assert_array_equal(serving, [1, 0])
+
+
+def _drive_past(hysteresis_db: float, noise_db: float) -> list[HandoverEvent]:
+    """One vehicle drives along x from 0 to 1000 m past RSUs at x = 250 and 750 (overlapping coverage)."""
+    rng = np.random.default_rng(7)
+    rsu_x = np.array([250.0, 750.0])
+    assoc = Association(hysteresis_db=hysteresis_db)
+    events: list[HandoverEvent] = []
+    for t in np.arange(0.0, 100.0, 0.5):
+        x = 10.0 * t
+        d = np.hypot(x - rsu_x, 20.0)
+        rsrp = 20.0 - 30.0 - 35.0 * np.log10(d) + noise_db * rng.standard_normal(2)
+        events += assoc.update(float(t), _ids("car"), rsrp[None, :], (d <= 600.0)[None, :])[1]
+    return events
+
+
+def test_straight_drive_past_two_rsus_hands_over_exactly_once_with_hysteresis():
+    events = _drive_past(hysteresis_db=6.0, noise_db=2.0)
+    assert [(e.from_rsu, e.to_rsu) for e in events] == [(-1, 0), (0, 1)]
+    # The handover happens past the midpoint (where RSU 1 is stronger by the margin), not before it.
+    assert 10.0 * events[1].time_s > 500.0
+
+
+def test_straight_drive_without_hysteresis_ping_pongs_under_noise():
+    # Guards the test above: the same noisy drive without a margin switches back and forth.
+    assert len(_drive_past(hysteresis_db=0.0, noise_db=2.0)) > 3
+
+
+@pytest.mark.parametrize(
+    ("ids", "rsrp", "cov", "match"),
+    [
+        (["b", "a"], np.zeros((2, 1)), np.ones((2, 1), bool), "sorted"),
+        (["a", "a"], np.zeros((2, 1)), np.ones((2, 1), bool), "unique"),
+        (["a"], np.zeros((2, 1)), np.ones((2, 1), bool), "rsrp_dbm"),
+        (["a"], np.zeros((1, 2)), np.ones((1, 2)), "in_coverage"),
+    ],
+)
+def test_malformed_input_is_rejected_with_the_field_named(ids, rsrp, cov, match):
+    with pytest.raises(MobilityError, match=match):
+        Association(hysteresis_db=1.0).update(0.0, np.array(ids), rsrp, cov)
+
+
+def test_time_must_not_go_back_and_parameters_must_be_valid():
+    assoc = Association(hysteresis_db=1.0)
+    assoc.update(1.0, _ids("a"), *_cov([[-70.0]]))
+    with pytest.raises(MobilityError, match="monotone"):
+        assoc.update(0.5, _ids("a"), *_cov([[-70.0]]))
+    with pytest.raises(MobilityError, match="hysteresis_db"):
+        Association(hysteresis_db=-1.0)
+    with pytest.raises(MobilityError, match="time_to_trigger_s"):
+        Association(hysteresis_db=1.0, time_to_trigger_s=-0.1)
+
+
+def test_no_rsus_and_no_vehicles():
+    assoc = Association(hysteresis_db=1.0)
+    serving, events = assoc.update(0.0, _ids("a"), np.empty((1, 0)), np.empty((1, 0), bool))
+    assert serving.tolist() == [-1] and events == []
+    serving, events = assoc.update(1.0, _ids(), np.empty((0, 2)), np.empty((0, 2), bool))
+    assert serving.shape == (0,) and events == []

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from cosim.cli import main
+from cosim.scenario import ScenarioError, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def problems(raw: dict) -> list[str]:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(raw)
+    return info.value.problems
+
+
+def test_shipped_scenarios_validate():
+    for path in [ROOT / "scenarios" / "default.toml", ROOT / "tests" / "data" / "tiny.toml"]:
+        assert load_scenario(path).simulation.rounds >= 1
+
+
+def test_bound_error_names_field_and_value():
+    assert problems({"rsu": {"count": 0}}) == ["rsu.count: must be >= 1, got 0"]
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"rsu": {"count": 0}, "simulation": {"rounds": -1}})
+    assert "rsu.count: must be >= 1, got 0" in found
+    assert "simulation.rounds: must be >= 1, got -1" in found
+
+
+def test_unknown_key_suggests_nearest_name():
+    assert problems({"rsu": {"cuont": 3}}) == ["rsu.cuont: unknown key; did you mean 'count'?"]
+    assert problems({"simulaton": {}}) == ["simulaton: unknown key; did you mean 'simulation'?"]
+
+
+def test_scheduler_tables_are_validated_by_the_named_scheduler():
+    assert problems({"scheduler": {"name": "random", "participant": 3}}) == [
+        "scheduler.participant: unknown key; did you mean 'participants'?"]
+    assert problems({"scheduler": {"name": "randon"}})[0].startswith(
+        "scheduler.name: unknown scheduler 'randon'; did you mean 'random'?")
+    assert parse_scenario({"scheduler": {"name": "random", "participants": 4}}).scheduler.participants == 4
+
+
+def test_unknown_model_is_rejected_with_the_choices():
+    (problem,) = problems({"learning": {"model": "gpt-17"}})
+    assert problem.startswith("learning.model: must be one of minilm, tiny-bert")
+
+
+def test_overrides_are_typed(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[simulation]\nrounds = 3\n")
+    scenario = load_scenario(path, ["simulation.rounds=7", "scheduler.name=random", "channel.fading=none"])
+    assert scenario.simulation.rounds == 7
+    assert scenario.scheduler.name == "random"
+    assert scenario.channel.fading == "none"
+
+
+def test_validate_cli_exit_codes(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rsu]\ncount = 0\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "rsu.count: must be >= 1, got 0" in err
+    assert main(["validate", str(tmp_path / "missing.toml")]) == 2
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[rsu\n")
+    assert main(["validate", str(broken)]) == 2
+    assert main(["validate", str(ROOT / "scenarios" / "default.toml")]) == 0
