@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Generator
@@ -18,22 +17,12 @@ from cosim.schedulers import make_scheduler
 from cosim.trace import TraceWriter, package_versions
 from cosim.world import World
 from mobility.association import HandoverEvent
-from mobility.netgen import grid_scenario
-from mobility.rsu import grid_layout
-from mobility.sumo import SumoMobility
+from mobility.config import open_mobility, place_rsus
 
 
 def cache_dir() -> Path:
     """Where generated SUMO networks and demand live (content-addressed, safe to delete)."""
     return Path(os.environ.get("COSIM_CACHE", Path.home() / ".cache" / "cosim"))
-
-
-def grid_shape(count: int) -> tuple[int, int]:
-    """The most square rows × cols factorisation of `count` RSUs."""
-    rows = math.isqrt(count)
-    while count % rows:
-        rows -= 1
-    return rows, count // rows
 
 
 def run_scenario(scenario: Scenario, out_dir: Path,
@@ -45,17 +34,10 @@ def run_scenario(scenario: Scenario, out_dir: Path,
                                   "versions": package_versions(), "status": "running"})
     task = FederatedTask(scenario.learning, scenario.seed)
     trace.flush(upload_bits=task.upload_bits, majority_rate=task.majority_rate)
-    m = scenario.mobility
-    files = grid_scenario(cache_dir() / "sumo", junctions=m.network.junctions,
-                          edge_length_m=m.network.edge_length_m, lanes=m.network.lanes,
-                          trip_period_s=m.demand.trip_period_s, end_s=m.demand.end_s, seed=scenario.seed)
     status = "interrupted"
     try:
-        with SumoMobility(files, step_length_s=m.step_length_s, seed=scenario.seed, backend=m.backend) as mobility:
-            rows, cols = grid_shape(scenario.rsu.count)
-            r = scenario.rsu
-            rsus = grid_layout(mobility.bounds(), rows=rows, cols=cols, radius_m=r.radius_m, height_m=r.height_m,
-                               bandwidth_hz=r.bandwidth_hz)
+        with open_mobility(scenario.mobility, cache_dir(), scenario.seed) as mobility:
+            rsus = place_rsus(scenario.rsu, mobility.bounds())
             env = simpy.Environment(initial_time=scenario.simulation.start_s)
             world = World(env, scenario, mobility, rsus, on_handovers=lambda events: trace.add(
                 "handovers", [_handover_row(event) for event in events]))

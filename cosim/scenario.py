@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
+from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
 BUILTIN_DATASETS = ("sst2",)
@@ -28,36 +29,6 @@ class SimulationConfig(Section):
     round_deadline_s: Positive = 10.0
     mobility_tick_s: Positive = 1.0
     start_s: NonNegative = 120.0  # SUMO warm-up: the first round starts once the network has filled
-
-
-class GridNetworkConfig(Section):
-    kind: Literal["grid"] = "grid"
-    junctions: int = Field(5, ge=2)
-    edge_length_m: Positive = 200.0
-    lanes: int = Field(1, ge=1)
-
-
-class DemandConfig(Section):
-    trip_period_s: Positive = 1.0
-    end_s: Positive = 3600.0
-
-
-class MobilityConfig(Section):
-    backend: Literal["libsumo", "traci"] = "libsumo"
-    step_length_s: Positive = 1.0
-    network: GridNetworkConfig = GridNetworkConfig()
-    demand: DemandConfig = DemandConfig()
-
-
-class RsuConfig(Section):
-    layout: Literal["grid"] = "grid"
-    count: int = Field(4, ge=1)
-    radius_m: Positive = 300.0
-    height_m: NonNegative = 10.0
-    bandwidth_hz: Positive = 20e6
-    tx_power_w: Positive = 1.0
-    hysteresis_db: NonNegative = 3.0
-    time_to_trigger_s: NonNegative = 0.0
 
 
 class ChannelConfig(Section):

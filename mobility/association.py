@@ -92,23 +92,28 @@ class Association:
         out[known] = column[pos_clipped[known]]
         return out
 
-    def _check(self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _check(
+        self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if time_s < self._time_s:
-            raise MobilityError(f"Association.update: time_s={time_s} is before the previous update "
-                                f"({self._time_s}); updates must be monotone")
+            raise MobilityError(
+                f"Association.update: time_s={time_s} is before the previous update "
+                f"({self._time_s}); updates must be monotone"
+            )
         ids = np.asarray(ids, dtype=str)
         rsrp_dbm = np.asarray(rsrp_dbm, dtype=np.float64)
         in_coverage = np.asarray(in_coverage)
         if ids.ndim != 1:
             raise MobilityError(f"Association.update: ids must be 1-D, got shape {ids.shape}")
         if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
-            raise MobilityError("Association.update: ids must be unique and sorted ascending (np.sort), "
-                                "as in Snapshot.ids")
+            raise MobilityError(
+                "Association.update: ids must be unique and sorted ascending (np.sort), as in Snapshot.ids"
+            )
         if rsrp_dbm.ndim != 2 or rsrp_dbm.shape[0] != len(ids):
-            raise MobilityError(f"Association.update: rsrp_dbm must have shape (n={len(ids)}, m), "
-                                f"got {rsrp_dbm.shape}")
+            raise MobilityError(f"Association.update: rsrp_dbm must have shape (n={len(ids)}, m), got {rsrp_dbm.shape}")
         if in_coverage.shape != rsrp_dbm.shape or in_coverage.dtype != np.bool_:
-            raise MobilityError(f"Association.update: in_coverage must be a bool array of shape {rsrp_dbm.shape} "
-                                f"like rsrp_dbm, got {in_coverage.dtype} {in_coverage.shape}")
+            raise MobilityError(
+                f"Association.update: in_coverage must be a bool array of shape {rsrp_dbm.shape} "
+                f"like rsrp_dbm, got {in_coverage.dtype} {in_coverage.shape}"
+            )
         return ids, rsrp_dbm, in_coverage

@@ -67,8 +67,6 @@ def grid_scenario(
     The build happens in a temporary sibling directory renamed into place, so an interrupted build never leaves a
     half cache entry and concurrent builders of the same entry do not corrupt each other.
     """
-    _check_params(junctions=junctions, edge_length_m=edge_length_m, lanes=lanes, trip_period_s=trip_period_s,
-                  end_s=end_s, seed=seed)
     params = {
         "kind": "grid",
         "junctions": int(junctions),
@@ -80,6 +78,7 @@ def grid_scenario(
         "sumo_version": sumo_version(),
         "recipe_version": _RECIPE_VERSION,
     }
+    _check_params(params)
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     entry = cache_dir / key
@@ -104,21 +103,16 @@ def grid_scenario(
     return files
 
 
-def _check_params(*, junctions: int, edge_length_m: float, lanes: int, trip_period_s: float, end_s: float,
-                  seed: int) -> None:
-    problems = []
-    if junctions < 2:
-        problems.append(f"junctions={junctions} must be >= 2 (a grid needs at least one edge)")
-    if edge_length_m <= 0:
-        problems.append(f"edge_length_m={edge_length_m} must be > 0")
-    if lanes < 1:
-        problems.append(f"lanes={lanes} must be >= 1")
-    if trip_period_s <= 0:
-        problems.append(f"trip_period_s={trip_period_s} must be > 0")
-    if end_s <= 0:
-        problems.append(f"end_s={end_s} must be > 0")
-    if seed < 0:
-        problems.append(f"seed={seed} must be >= 0")
+def _check_params(params: dict) -> None:
+    rules = {
+        "junctions": (params["junctions"] >= 2, ">= 2 (a grid needs at least one edge)"),
+        "edge_length_m": (params["edge_length_m"] > 0, "> 0"),
+        "lanes": (params["lanes"] >= 1, ">= 1"),
+        "trip_period_s": (params["trip_period_s"] > 0, "> 0"),
+        "end_s": (params["end_s"] > 0, "> 0"),
+        "seed": (params["seed"] >= 0, ">= 0"),
+    }
+    problems = [f"{name}={params[name]} must be {rule}" for name, (ok, rule) in rules.items() if not ok]
     if problems:
         raise MobilityError("grid_scenario: " + "; ".join(problems))
 
@@ -126,26 +120,34 @@ def _check_params(*, junctions: int, edge_length_m: float, lanes: int, trip_peri
 def _build_grid(out: Path, params: dict) -> None:
     """Paths are relative to `out` (the tools run there) so the files do not embed the temporary directory."""
     home = sumo_home()
-    _run_tool(out, [
-        str(home / "bin" / "netgenerate"), "--grid",
-        f"--grid.number={params['junctions']}",
-        f"--grid.length={params['edge_length_m']}",
-        f"--default.lanenumber={params['lanes']}",
-        f"--seed={params['seed']}",
-        "--no-warnings",
-        f"--output-file={_NET_NAME}",
-    ])
-    _run_tool(out, [
-        sys.executable, str(home / "tools" / "randomTrips.py"),
-        f"--net-file={_NET_NAME}",
-        "--output-trip-file=trips.trips.xml",
-        f"--route-file={_ROUTES_NAME}",
-        "--begin=0",
-        f"--end={params['end_s']}",
-        f"--period={params['trip_period_s']}",
-        f"--seed={params['seed']}",
-        "--validate",
-    ])
+    _run_tool(
+        out,
+        [
+            str(home / "bin" / "netgenerate"),
+            "--grid",
+            f"--grid.number={params['junctions']}",
+            f"--grid.length={params['edge_length_m']}",
+            f"--default.lanenumber={params['lanes']}",
+            f"--seed={params['seed']}",
+            "--no-warnings",
+            f"--output-file={_NET_NAME}",
+        ],
+    )
+    _run_tool(
+        out,
+        [
+            sys.executable,
+            str(home / "tools" / "randomTrips.py"),
+            f"--net-file={_NET_NAME}",
+            "--output-trip-file=trips.trips.xml",
+            f"--route-file={_ROUTES_NAME}",
+            "--begin=0",
+            f"--end={params['end_s']}",
+            f"--period={params['trip_period_s']}",
+            f"--seed={params['seed']}",
+            "--validate",
+        ],
+    )
     for path in (out / _NET_NAME, out / _ROUTES_NAME):
         if not path.is_file() or path.stat().st_size == 0:
             raise MobilityError(f"SUMO tools finished but did not write {path.name}; check the SUMO installation")
@@ -160,5 +162,7 @@ def _run_tool(cwd: Path, cmd: list[str]) -> None:
         raise MobilityError(f"cannot run {cmd[0]}: {exc}; check the eclipse-sumo installation") from exc
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip()[-2000:]
-        raise MobilityError(f"{Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name} failed "
-                            f"(exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+        raise MobilityError(
+            f"{Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name} failed "
+            f"(exit {proc.returncode}): {' '.join(cmd)}\n{tail}"
+        )

@@ -52,32 +52,35 @@ class SumoMobility:
     ) -> None:
         for name, path in (("net", files.net), ("routes", files.routes)):
             if not Path(path).is_file():
-                raise MobilityError(f"SUMO {name} file {path} does not exist; build it with "
-                                    "mobility.netgen.grid_scenario or fix the path")
+                raise MobilityError(
+                    f"SUMO {name} file {path} does not exist; build it with "
+                    "mobility.netgen.grid_scenario or fix the path"
+                )
         if step_length_s <= 0:
             raise MobilityError(f"step_length_s={step_length_s} must be > 0")
         if backend not in ("libsumo", "traci"):
             raise MobilityError(f"backend={backend!r} must be 'libsumo' or 'traci'")
         if backend == "libsumo" and SumoMobility._libsumo_owner is not None:
-            raise MobilityError("libsumo runs one simulation per process and another SumoMobility is open; "
-                                "close() it first or use backend='traci'")
+            raise MobilityError(
+                "libsumo runs one simulation per process and another SumoMobility is open; "
+                "close() it first or use backend='traci'"
+            )
 
         self._backend = backend
         self._closed = False
         log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log")
         os.close(log_fd)
         self._error_log = Path(log_name)
-        cmd = [
-            str(sumo_home() / "bin" / "sumo"),
-            "--net-file", str(files.net),
-            "--route-files", str(files.routes),
-            "--step-length", repr(float(step_length_s)),
-            "--seed", str(int(seed)),
-            "--time-to-teleport", repr(float(time_to_teleport_s)),
-            "--no-step-log",
-            "--no-warnings",
-            "--error-log", str(self._error_log),
-        ]
+        options = {
+            "--net-file": files.net,
+            "--route-files": files.routes,
+            "--step-length": float(step_length_s),
+            "--seed": int(seed),
+            "--time-to-teleport": float(time_to_teleport_s),
+            "--error-log": self._error_log,
+        }
+        cmd = [str(sumo_home() / "bin" / "sumo"), "--no-step-log", "--no-warnings"]
+        cmd += [str(part) for option in options.items() for part in option]
         try:
             self._api, self._errors = self._start(cmd)
         except MobilityError:
@@ -86,8 +89,9 @@ class SumoMobility:
         if backend == "libsumo":
             SumoMobility._libsumo_owner = self
         try:
-            self._api.simulation.subscribeContext("", _CMD_GET_VEHICLE_VARIABLE, 1e9,
-                                                 [_VAR_POSITION, _VAR_SPEED, _VAR_ANGLE])
+            self._api.simulation.subscribeContext(
+                "", _CMD_GET_VEHICLE_VARIABLE, 1e9, [_VAR_POSITION, _VAR_SPEED, _VAR_ANGLE]
+            )
             self._bounds = self._lane_bounds()
             self._time_s = float(self._api.simulation.getTime())
         except self._errors as exc:
@@ -117,8 +121,9 @@ class SumoMobility:
         # SUMO's messages go to the error log, so its own stdout/stderr are not needed.
         port = getFreeSocketPort()
         try:
-            process = subprocess.Popen([*cmd, "--remote-port", str(port)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                [*cmd, "--remote-port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         except OSError as exc:
             raise self._failure("SUMO (traci) failed to start", exc) from exc
         try:
@@ -126,8 +131,12 @@ class SumoMobility:
             with contextlib.redirect_stdout(io.StringIO()):
                 traci.init(port, label=label, proc=process, doSwitch=False)
         except errors as exc:
-            process.kill()
-            process.wait()
+            # Let a SUMO that is quitting on error finish writing its error log before reading it.
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             raise self._failure("SUMO (traci) failed to start", exc) from exc
         return traci.getConnection(label), errors
 
@@ -179,8 +188,9 @@ class SumoMobility:
         # SUMO: degrees, 0 = north, clockwise. Math: radians, 0 = +x, counter-clockwise; wrapped to [-pi, pi).
         heading = np.deg2rad(90.0 - angle_deg[order])
         heading = (heading + np.pi) % (2 * np.pi) - np.pi
-        return Snapshot(time_s=self._time_s, ids=ids[order], xy_m=xy[order], speed_mps=speed[order],
-                        heading_rad=heading)
+        return Snapshot(
+            time_s=self._time_s, ids=ids[order], xy_m=xy[order], speed_mps=speed[order], heading_rad=heading
+        )
 
     def bounds(self) -> tuple[float, float, float, float]:
         """xmin, ymin, xmax, ymax over all lanes of the network."""
@@ -200,6 +210,7 @@ class SumoMobility:
     def __enter__(self) -> SumoMobility:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -82,8 +82,15 @@ def encode(data: TextClassificationData, tokenizer: PreTrainedTokenizerBase, max
     return EncodedData(
         input_ids=batch["input_ids"].to(torch.int64),
         attention_mask=batch["attention_mask"].to(torch.int64),
-        labels=torch.as_tensor(data.labels, dtype=torch.int64),
+        labels=torch.tensor(data.labels, dtype=torch.int64),
     )
+
+
+def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the padding columns no row in the batch uses: SST-2 sentences average ~13 tokens, so a batch padded to
+    64 costs several times the compute it needs. Logits are unchanged since padded positions are masked out."""
+    width = max(int(attention_mask.sum(dim=1).max()), 1)
+    return input_ids[:, :width], attention_mask[:, :width]
 
 
 def _check_clients(num_samples: int, num_clients: int) -> None:

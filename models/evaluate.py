@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from models.backbone import SplitClassifier
-from models.data import EncodedData
+from models.data import EncodedData, trim_padding
 from models.device import autocast
 from models.lora import check_state, forward_with_state
 
@@ -33,10 +33,9 @@ def evaluate(
         for start in range(0, len(data), batch_size):
             rows = slice(start, start + batch_size)
             labels = data.labels[rows].to(device)
+            input_ids, attention_mask = trim_padding(data.input_ids[rows], data.attention_mask[rows])
             with autocast(device):
-                logits = forward_with_state(
-                    model, state, data.input_ids[rows].to(device), data.attention_mask[rows].to(device)
-                ).float()
+                logits = forward_with_state(model, state, input_ids.to(device), attention_mask.to(device)).float()
             correct += int((logits.argmax(dim=-1) == labels).sum())
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
     finally:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from models.backbone import SplitClassifier
-from models.data import EncodedData
+from models.data import EncodedData, trim_padding
 from models.device import autocast
 from models.lora import check_state, forward_with_state
 
@@ -122,8 +122,9 @@ class LocalTrainer:
 
     def _loss(self, params: Mapping[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of one mini-batch: a pure function of `params`."""
+        input_ids, attention_mask = trim_padding(self.data.input_ids[rows], self.data.attention_mask[rows])
         with autocast(self.device):
-            logits = forward_with_state(self.model, params, self.data.input_ids[rows], self.data.attention_mask[rows])
+            logits = forward_with_state(self.model, params, input_ids, attention_mask)
         return F.cross_entropy(logits.float(), self.data.labels[rows])
 
     def _optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:

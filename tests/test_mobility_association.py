@@ -41,31 +41,32 @@ def test_hysteresis_blocks_switch_inside_margin_and_allows_beyond():
     assert events == [HandoverEvent(3.0, "a", 0, 1)]
 
 
-@pytest.mark.parametrize("ttt_updates", [0, 1, 3])
+@pytest.mark.parametrize("ttt_updates", [0, 1, 2, 3])
 def test_time_to_trigger_delays_switch_by_exact_number_of_updates(ttt_updates):
-    dt = 0.1  # 0.1 is not exact in binary: the switch must still come after exactly ttt_updates updates
+    # Times k * 0.1 are inexact in binary (0.4 - 0.3 < 0.1): the switch must still come after exactly ttt_updates.
+    dt, start = 0.1, 3
     assoc = Association(hysteresis_db=1.0, time_to_trigger_s=ttt_updates * dt)
     ids = _ids("a")
-    assoc.update(0.0, ids, *_cov([[-70.0, -90.0]]))
     switched_at = None
-    for k in range(1, 10):
-        serving, events = assoc.update(k * dt, ids, *_cov([[-70.0, -60.0]]))  # condition holds from k = 1
-        if events:
+    for k in range(15):
+        rsrp = [[-70.0, -60.0]] if k >= start else [[-70.0, -90.0]]
+        serving, events = assoc.update(k * dt, ids, *_cov(rsrp))
+        if k > 0 and events:
             switched_at = k
             assert events == [HandoverEvent(k * dt, "a", 0, 1)]
             break
         assert serving.tolist() == [0]
-    assert switched_at == 1 + ttt_updates
+    assert switched_at == start + ttt_updates
 
 
 def test_time_to_trigger_timer_resets_when_condition_breaks():
     assoc = Association(hysteresis_db=1.0, time_to_trigger_s=2.0)
     ids = _ids("a")
     assoc.update(0.0, ids, *_cov([[-70.0, -90.0]]))
-    assert assoc.update(1.0, ids, *_cov([[-70.0, -60.0]]))[1] == []   # timer starts at 1
-    assert assoc.update(2.0, ids, *_cov([[-70.0, -70.5]]))[1] == []   # condition broken: reset
-    assert assoc.update(3.0, ids, *_cov([[-70.0, -60.0]]))[1] == []   # restarts at 3
-    assert assoc.update(4.0, ids, *_cov([[-70.0, -60.0]]))[1] == []   # would have fired without the reset
+    assert assoc.update(1.0, ids, *_cov([[-70.0, -60.0]]))[1] == []  # timer starts at 1
+    assert assoc.update(2.0, ids, *_cov([[-70.0, -70.5]]))[1] == []  # condition broken: reset
+    assert assoc.update(3.0, ids, *_cov([[-70.0, -60.0]]))[1] == []  # restarts at 3
+    assert assoc.update(4.0, ids, *_cov([[-70.0, -60.0]]))[1] == []  # would have fired without the reset
     assert assoc.update(5.0, ids, *_cov([[-70.0, -60.0]]))[1] == [HandoverEvent(5.0, "a", 0, 1)]
 
 

@@ -65,8 +65,19 @@ def test_failed_build_leaves_no_cache_entry_and_names_the_tool(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("key", "value"), [("junctions", 1), ("edge_length_m", 0.0), ("lanes", 0),
-                                            ("trip_period_s", -1.0), ("end_s", 0.0), ("seed", -1)])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("junctions", 1), ("edge_length_m", 0.0), ("lanes", 0), ("trip_period_s", -1.0), ("end_s", 0.0), ("seed", -1)],
+)
 def test_invalid_parameters_are_named(tmp_path, key, value):
     with pytest.raises(MobilityError, match=key):
         netgen.grid_scenario(tmp_path, **{**PARAMS, key: value})
+
+
+def test_same_parameters_build_identical_content_in_another_cache(tmp_path):
+    a = netgen.grid_scenario(tmp_path / "a", **PARAMS)
+    b = netgen.grid_scenario(tmp_path / "b", **PARAMS)
+    assert a.net.parent.name == b.net.parent.name
+    # ElementTree drops the generator comments, which carry a timestamp.
+    for pa, pb in ((a.net, b.net), (a.routes, b.routes)):
+        assert ET.tostring(ET.parse(pa).getroot()) == ET.tostring(ET.parse(pb).getroot())

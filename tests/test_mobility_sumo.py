@@ -14,8 +14,15 @@ STEP_S = 0.5
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> SumoFiles:
-    return grid_scenario(tmp_path_factory.mktemp("sumo-cache"), junctions=3, edge_length_m=150.0, lanes=1,
-                         trip_period_s=1.0, end_s=200.0, seed=11)
+    return grid_scenario(
+        tmp_path_factory.mktemp("sumo-cache"),
+        junctions=3,
+        edge_length_m=150.0,
+        lanes=1,
+        trip_period_s=1.0,
+        end_s=200.0,
+        seed=11,
+    )
 
 
 def _run(files: SumoFiles, seed: int, times, backend="libsumo") -> list[Snapshot]:
@@ -23,12 +30,9 @@ def _run(files: SumoFiles, seed: int, times, backend="libsumo") -> list[Snapshot
         return [mobility.advance(t) for t in times]
 
 
-def _assert_same(a: list[Snapshot], b: list[Snapshot]) -> None:
-    for sa, sb in zip(a, b, strict=True):
-        assert sa.time_s == sb.time_s
-        np.testing.assert_array_equal(sa.ids, sb.ids)
-        for field in ("xy_m", "speed_mps", "heading_rad"):
-            np.testing.assert_array_equal(getattr(sa, field), getattr(sb, field))
+def _identical(a: list[Snapshot], b: list[Snapshot]) -> bool:
+    fields = ("time_s", "ids", "xy_m", "speed_mps", "heading_rad")
+    return all(np.array_equal(getattr(sa, f), getattr(sb, f)) for sa, sb in zip(a, b, strict=True) for f in fields)
 
 
 def test_snapshots_are_well_formed_inside_bounds_and_heading_follows_motion(files):
@@ -54,7 +58,7 @@ def test_snapshots_are_well_formed_inside_bounds_and_heading_follows_motion(file
     moving = np.hypot(move[:, 0], move[:, 1]) > 1.0
     assert moving.sum() >= 5
     error = np.angle(np.exp(1j * (np.arctan2(move[moving, 1], move[moving, 0]) - nxt.heading_rad[j][moving])))
-    assert np.median(np.abs(error)) < 0.05
+    assert np.mean(np.abs(error) < 0.05) > 0.9  # a few vehicles turn at junctions during the step
     # All four grid directions occur, so a sign or offset error in the angle conversion cannot hide.
     directions = np.round(nxt.heading_rad[j][moving] / (np.pi / 2)).astype(int) % 4
     assert set(directions.tolist()) == {0, 1, 2, 3}
@@ -63,17 +67,15 @@ def test_snapshots_are_well_formed_inside_bounds_and_heading_follows_motion(file
 def test_same_seed_is_identical_and_another_seed_differs(files):
     times = np.arange(1.0, 61.0, 1.0)
     first = _run(files, seed=3, times=times)
-    _assert_same(first, _run(files, seed=3, times=times))  # also shows close() lets libsumo start again
-    other = _run(files, seed=4, times=times)
-    assert any(not np.array_equal(a.xy_m, b.xy_m) for a, b in zip(first, other, strict=True) if a.count == b.count
-               ) or any(a.count != b.count for a, b in zip(first, other, strict=True))
+    assert _identical(first, _run(files, seed=3, times=times))  # also shows close() lets libsumo start again
+    assert not _identical(first, _run(files, seed=4, times=times))
 
 
 def test_traci_backend_matches_libsumo(files):
     times = [5.0, 20.0, 30.25, 45.0]  # 30.25 is not a step multiple: SUMO stops at the next step
     via_traci = _run(files, seed=2, times=times, backend="traci")
     assert via_traci[2].time_s == 30.5
-    _assert_same(_run(files, seed=2, times=times), via_traci)
+    assert _identical(_run(files, seed=2, times=times), via_traci)
 
 
 def test_only_one_libsumo_simulation_at_a_time_and_close_is_idempotent(files):
@@ -122,5 +124,5 @@ def test_sumo_process_dying_raises_mobility_error(files):
         (sumo_process,) = [p for p in me.children() if p.name() == "sumo"]
         sumo_process.kill()
         sumo_process.wait(timeout=10)
-        with pytest.raises(MobilityError, match="advancing to 10.0 s"):
+        with pytest.raises(MobilityError, match=r"advancing to 10\.0 s"):
             mobility.advance(10.0)

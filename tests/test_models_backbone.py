@@ -1,0 +1,94 @@
+import pytest
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from models.backbone import TINY_BERT, SplitClassifier, load_backbone
+from models.device import autocast, pick_device
+
+
+def _batch(tokenizer, texts, max_length):
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _features(model, ids, mask):
+    """The encoder output, computed module by module the way split learning runs it."""
+    hidden = model.embedding(input_ids=ids)
+    return model.encoder(hidden, attention_mask=model.additive_mask(mask, hidden.dtype))[0]
+
+
+def test_tiny_bert_split_shapes_and_composition():
+    model, tokenizer = load_backbone("tiny-bert", 3, seed=0)
+    model.eval()
+    assert isinstance(model, SplitClassifier)
+    assert model.config.hidden_size == 32 and len(model.encoder.layer) == 2
+    ids, mask = _batch(tokenizer, ["a fine film", "dull"], 12)
+    with torch.no_grad():
+        logits = model(ids, mask)
+        hidden = _features(model, ids, mask)
+        assert hidden.shape == (2, 12, 32)
+        by_parts = model.head(hidden, mask)
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(logits, by_parts, rtol=0, atol=0)
+
+
+def test_padding_does_not_change_logits():
+    model, tokenizer = load_backbone("tiny-bert", 2, seed=0)
+    model.eval()
+    with torch.no_grad():
+        short = model(*_batch(tokenizer, ["the plot is thin"], 8))
+        long = model(*_batch(tokenizer, ["the plot is thin"], 40))
+    torch.testing.assert_close(short, long, rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_weights_other_seed_other_head():
+    a, _ = load_backbone("tiny-bert", 2, seed=1)
+    b, _ = load_backbone("tiny-bert", 2, seed=1)
+    c, _ = load_backbone("tiny-bert", 2, seed=2)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.head.classifier.weight, c.head.classifier.weight)
+
+
+def test_local_checkpoint_directory(tmp_path):
+    _, tokenizer = load_backbone("tiny-bert", 2, seed=0)
+    BertModel(BertConfig(**TINY_BERT)).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, _ = load_backbone(str(tmp_path), 2, seed=0)
+    assert model.config.hidden_size == 32
+
+
+@pytest.mark.parametrize("name", ["gpt-17", "/nonexistent/checkpoint"])
+def test_unknown_backbone_raises(name):
+    with pytest.raises(ValueError, match="backbone"):
+        load_backbone(name, 2, seed=0)
+
+
+def test_num_labels_validated():
+    with pytest.raises(ValueError, match="num_labels"):
+        load_backbone("tiny-bert", 1, seed=0)
+
+
+def test_device_helpers():
+    device = pick_device()
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with autocast(device):
+        out = nn.Linear(4, 2).to(device)(torch.ones(1, 4, device=device))
+    assert out.dtype == (torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
+def test_real_minilm_weights_load_and_give_384d_features():
+    model, tokenizer = load_backbone("minilm", 2, seed=0)
+    model.eval()
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in _batch(tokenizer, ["a great movie", "an excellent film", "taxes rose"], 16))
+    with torch.no_grad():
+        hidden = _features(model, ids, mask)
+        logits = model(ids, mask)
+    assert hidden.shape == (3, 16, 384) and len(model.encoder.layer) == 6
+    assert logits.shape == (3, 2) and torch.isfinite(logits).all()
+    # Pretrained sentence features, not random ones: paraphrases sit closer than unrelated sentences.
+    pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    cos = nn.functional.cosine_similarity
+    assert cos(pooled[0], pooled[1], dim=0) > cos(pooled[0], pooled[2], dim=0) + 0.2
