@@ -28,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check a scenario file and report every problem")
     validate.add_argument("scenario", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    mobility = commands.add_parser("mobility", help="mobility tools").add_subparsers(dest="action", required=True)
+    record = mobility.add_parser("record", help="record the scenario's live SUMO mobility as a replayable trace")
+    record.add_argument("scenario", type=Path)
+    record.add_argument("--out", type=Path, required=True, help="trace file, .parquet or .csv")
+    record.add_argument("--duration", type=float, default=600.0, metavar="S",
+                        help="seconds to record from simulation.start_s, every mobility tick (default 600)")
+    record.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
         scenario = load_scenario(args.scenario, args.overrides)
@@ -38,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.scenario}: ok ({scenario.name}, {scenario.simulation.rounds} rounds, "
               f"scheduler {scenario.scheduler.name})")
         return 0
+    if args.command == "mobility":
+        return _record(scenario, args.out, args.duration)
     return _run(scenario, args.out or Path("runs") / f"{scenario.name}-seed{scenario.seed}", quiet=args.quiet)
 
 
@@ -68,6 +77,22 @@ def _run(scenario: Scenario, out_dir: Path, quiet: bool) -> int:
             return 130
     print(summary_table(trace.table("rounds"), trace.table("handovers"), trace.manifest))
     print(f"traces: {out_dir}")
+    return 0
+
+
+def _record(scenario: Scenario, out: Path, duration_s: float) -> int:
+    from mobility.config import record_scenario
+    from mobility.errors import MobilityError
+    from mobility.netgen import default_cache_dir
+
+    try:
+        rows, vehicles = record_scenario(scenario.mobility, default_cache_dir(), scenario.seed, out,
+                                         start_s=scenario.simulation.start_s,
+                                         tick_s=scenario.simulation.mobility_tick_s, duration_s=duration_s)
+    except MobilityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{out}: {rows} samples of {vehicles} vehicles over {duration_s:g} s from {scenario.simulation.start_s:g} s")
     return 0
 
 

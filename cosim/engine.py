@@ -78,5 +78,5 @@ def _sample_vehicles(env: simpy.Environment, world: World, trace: TraceWriter,
              "battery_j": battery}
             for vehicle, (x, y), speed, rsu, battery in zip(
                 snap.ids.tolist(), snap.xy_m.tolist(), snap.speed_mps.tolist(), world.serving.tolist(),
-                world.battery_j[world.slot].tolist(), strict=True)
+                world.battery_j.tolist(), strict=True)
         ])

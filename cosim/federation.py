@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from cosim.energy import compute_energy_j, compute_time_s
-from cosim.radio import TransferResult, shannon_rate_bps, transfer
+from cosim.radio import TransferResult, transfer
 from cosim.scenario import LearningConfig, Scenario, ScenarioError
 from cosim.schedulers import Observation, Plan, RoundFeedback, Scheduler
 from cosim.trace import TraceWriter
@@ -89,17 +88,15 @@ class FlatFederation:
                  scheduler: Scheduler, trace: TraceWriter, on_round: Callable[[RoundSummary], None]) -> None:
         self.env = env
         self.sim = scenario.simulation
-        self.energy = scenario.energy
+        self.device = world.device
         self.rsu_tx_power_w = scenario.rsu.tx_power_w
         self.world = world
         self.task = task
         self.scheduler = scheduler
         self.trace = trace
         self.on_round = on_round
-        samples = task.samples_per_round
-        self.compute_time_s = compute_time_s(self.energy.cycles_per_sample, samples, self.energy.cpu_hz)
-        self.compute_energy_j = compute_energy_j(self.energy.cycles_per_sample, samples, self.energy.cpu_hz,
-                                                 self.energy.capacitance)
+        self.compute_time_s = float(self.device.compute_time_s(task.samples_per_round))
+        self.compute_energy_j = float(self.device.compute_energy_j(task.samples_per_round))
 
     def run(self) -> Generator[simpy.Event, object, None]:
         yield self.world.next_tick()  # the first mobility refresh: until then nobody is associated
@@ -108,12 +105,12 @@ class FlatFederation:
 
     def observe(self, round_index: int) -> tuple[Observation, np.ndarray]:
         w = self.world
-        rows = np.flatnonzero((w.serving >= 0) & (w.battery_j[w.slot] > 0))
+        rows = np.flatnonzero((w.serving >= 0) & (w.battery_j > 0))
         n = len(rows)
         obs = Observation(
             round_index=round_index, time_s=self.env.now, vehicles=w.ids[rows], rsu=w.serving[rows],
             distance_m=w.distance_m[rows], gain=w.gain[rows], speed_mps=w.snapshot.speed_mps[rows],
-            battery_j=w.battery_j[w.slot[rows]], tx_power_w=np.full(n, self.energy.tx_power_w),
+            battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
             compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz,
             noise_psd_w_per_hz=w.noise_psd, upload_bits=self.task.upload_bits,
             download_bits=self.task.upload_bits, deadline_s=self.sim.round_deadline_s,
@@ -162,43 +159,48 @@ class FlatFederation:
         record: dict[str, Any] = {
             "round": obs.round_index, "vehicle": vehicle, "client": int(self.task.client_of(np.array(slot))),
             "rsu": rsu, "distance_m": float(obs.distance_m[i]), "gain_db": float(10 * np.log10(obs.gain[i])),
-            "rate_bps": float(shannon_rate_bps(bandwidth, power, obs.gain[i], obs.noise_psd_w_per_hz)),
+            "rate_bps": world.rate_bps(bandwidth, power, float(obs.gain[i])),
             "bandwidth_hz": bandwidth, "upload_bits": obs.upload_bits,
-            "compute_energy_j": 0.0, "transmit_energy_j": 0.0,
+            "compute_energy_j": 0.0, "transmit_energy_j": 0.0, "idle_energy_j": 0.0,
         }
         record.update(dict.fromkeys(("download_start_s", "download_end_s", "compute_start_s", "compute_end_s",
                                      "compute_time_s", "upload_start_s", "upload_end_s", "upload_delay_s"),
                                     float("nan")))
 
         def finish(outcome: str) -> dict[str, Any]:
-            record["energy_j"] = record["compute_energy_j"] + record["transmit_energy_j"]
-            record["battery_j"] = float(world.battery_j[slot])
+            busy_s = np.nan_to_num(record["compute_time_s"]) + np.nan_to_num(record["upload_delay_s"])
+            idle = world.batteries.drain(slot, self.device.idle_power_w * (env.now - obs.time_s - busy_s))
+            record["idle_energy_j"] = float(idle[0])
+            record["energy_j"] = record["compute_energy_j"] + record["transmit_energy_j"] + record["idle_energy_j"]
+            record["battery_j"] = float(world.batteries.level_j[slot])
             record["outcome"] = outcome
             return record
 
+        # Downlink on the same FDMA share; the RSU spreads its power evenly over its band.
+        rsu_power_w = self.rsu_tx_power_w * bandwidth / float(obs.rsu_bandwidth_hz[rsu])
         down: TransferResult = yield from transfer(
-            env, obs.download_bits, world.link(vehicle, rsu, bandwidth, self.rsu_tx_power_w), deadline_at - env.now)
+            env, obs.download_bits, world.link(vehicle, rsu, bandwidth, rsu_power_w), deadline_at - env.now)
         record.update(download_start_s=down.start_s, download_end_s=down.end_s)
         if not down.ok:
             return finish(down.outcome)
 
         # Local training: stops at the deadline or when the battery is empty, whichever comes first.
-        battery = float(world.battery_j[slot])
+        battery = float(world.batteries.level_j[slot])
         power_draw_w = self.compute_energy_j / self.compute_time_s
         busy = min(self.compute_time_s, deadline_at - env.now, battery / power_draw_w)
         record.update(compute_start_s=env.now, compute_time_s=busy, compute_energy_j=busy * power_draw_w)
         yield env.timeout(busy)
-        world.drain(slot, busy * power_draw_w)
+        world.batteries.drain(slot, busy * power_draw_w)
         record["compute_end_s"] = env.now
         if busy < self.compute_time_s:
             return finish("deadline" if env.now >= deadline_at else "battery")
 
-        battery = float(world.battery_j[slot])
+        battery = float(world.batteries.level_j[slot])
         by_battery = battery / power < deadline_at - env.now
         limit = battery / power if by_battery else deadline_at - env.now
         up: TransferResult = yield from transfer(env, obs.upload_bits, world.link(vehicle, rsu, bandwidth, power),
                                                  limit, "battery" if by_battery else "deadline")
-        world.drain(slot, power * up.duration_s)
+        world.batteries.drain(slot, power * up.duration_s)
         record.update(upload_start_s=up.start_s, upload_end_s=up.end_s, upload_delay_s=up.duration_s,
                       transmit_energy_j=power * up.duration_s)
         return finish(up.outcome)

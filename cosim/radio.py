@@ -10,13 +10,94 @@ from typing import Protocol
 import numpy as np
 import simpy
 
+from cosim.bandwidth import required_bandwidth_hz, snr_bandwidth_hz
+from cosim.channel import db_to_linear
 
-def shannon_rate_bps(bandwidth_hz: np.ndarray | float, power_w: np.ndarray | float, gain: np.ndarray | float,
-                     noise_psd_w_per_hz: float) -> np.ndarray:
-    """R = B·log2(1 + p·g / (B·N0)): capacity of an FDMA share B of the band."""
+NR_MAX_SPECTRAL_EFFICIENCY = 948 / 1024 * 8  # bit/s/Hz: TS 38.214 Table 5.1.3.1-2, MCS 27 (256QAM, R = 948/1024)
+_LN2 = math.log(2.0)
+ArrayLike = np.ndarray | float
+
+
+def snr(bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float) -> np.ndarray:
+    """Received SNR p·g/(B·N0) of an FDMA share B; N0 already includes the receiver's noise figure."""
+    return np.asarray(power_w) * np.asarray(gain) / (np.asarray(bandwidth_hz, dtype=float) * noise_psd_w_per_hz)
+
+
+def shannon_rate_bps(bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float,
+                     snr_gap_db: float = 0.0, max_spectral_efficiency: float = math.inf) -> np.ndarray:
+    """R = B·min(log2(1 + SNR/Γ), η_max): capacity of an FDMA share B, less an SNR gap Γ for practical coding,
+    capped at the best modulation and coding scheme's spectral efficiency η_max (e.g. NR_MAX_SPECTRAL_EFFICIENCY).
+
+    A zero share carries nothing (rather than 0·∞)."""
     bandwidth = np.asarray(bandwidth_hz, dtype=float)
-    snr = np.asarray(power_w) * np.asarray(gain) / (bandwidth * noise_psd_w_per_hz)
-    return bandwidth * np.log1p(snr) / math.log(2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        efficiency = np.log1p(snr(bandwidth, power_w, gain, noise_psd_w_per_hz) / db_to_linear(snr_gap_db)) / _LN2
+        return np.where(bandwidth > 0, bandwidth * np.minimum(efficiency, max_spectral_efficiency), 0.0)
+
+
+def bandwidth_for_rate_hz(rate_bps: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float,
+                          snr_gap_db: float = 0.0, max_spectral_efficiency: float = math.inf) -> np.ndarray:
+    """Smallest share B with shannon_rate_bps(B, ...) = R: the inverse that FDMA bandwidth allocation needs.
+
+    The SNR gap Γ scales the noise (a = p·g/(Γ·N0)) in the Lambert-W closed form of cosim.bandwidth;
+    R ≥ a/ln2 (the infinite-bandwidth capacity) is unreachable: ∞. The cap adds B ≥ R/η_max."""
+    rate = np.asarray(rate_bps, dtype=float)
+    a = snr_bandwidth_hz(power_w, gain, db_to_linear(snr_gap_db) * noise_psd_w_per_hz)
+    return np.maximum(required_bandwidth_hz(rate, a), rate / max_spectral_efficiency)
+
+
+def fdma_delay_s(bits: ArrayLike, bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike,
+                 noise_psd_w_per_hz: float, snr_gap_db: float = 0.0,
+                 max_spectral_efficiency: float = math.inf) -> np.ndarray:
+    """Upload time of each device under a given FDMA allocation at a frozen channel (∞ without rate, 0 without bits)."""
+    rate = shannon_rate_bps(bandwidth_hz, power_w, gain, noise_psd_w_per_hz, snr_gap_db, max_spectral_efficiency)
+    bits = np.asarray(bits, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(bits > 0, bits / rate, 0.0)
+
+
+def min_max_delay_bandwidth(bits: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float,
+                            total_bandwidth_hz: float, snr_gap_db: float = 0.0,
+                            max_spectral_efficiency: float = math.inf) -> tuple[np.ndarray, float]:
+    """FDMA shares that minimise the slowest upload: (bandwidth_hz per device, the common delay T in s).
+
+    At the optimum every device with bits finishes at the same T (else bandwidth could move from a faster one to the
+    slowest). Each device's bandwidth for a target T is bandwidth_for_rate_hz(bits/T); their sum falls with T, so T
+    is found by bisection between the infinite-bandwidth bound and the equal-share delay, to relative 1e-15."""
+    bits = np.asarray(bits, dtype=float)
+    power, gain = np.broadcast_to(power_w, bits.shape), np.broadcast_to(gain, bits.shape)
+    active = bits > 0
+    if not active.any():
+        return np.zeros(bits.shape), 0.0
+    if np.any(power[active] * gain[active] <= 0):
+        raise ValueError("min_max_delay_bandwidth: every device with bits needs positive power and gain")
+    link = (power[active], gain[active], noise_psd_w_per_hz, snr_gap_db, max_spectral_efficiency)
+
+    def needed(delay_s: float) -> np.ndarray:
+        return bandwidth_for_rate_hz(bits[active] / delay_s, *link)
+
+    # T must exceed every device's delay at infinite bandwidth, bits·ln2/a; the equal split is always feasible.
+    lo = float(np.max(bits[active] * _LN2 * db_to_linear(snr_gap_db) * noise_psd_w_per_hz / (link[0] * link[1])))
+    hi = float(np.max(fdma_delay_s(bits[active], total_bandwidth_hz / active.sum(), *link)))
+    while hi - lo > 1e-15 * hi:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if needed(mid).sum() > total_bandwidth_hz else (lo, mid)
+    share = needed(hi)
+    bandwidth = np.zeros(bits.shape)
+    bandwidth[active] = share * (total_bandwidth_hz / share.sum())  # hand out the rounding leftover
+    return bandwidth, hi
+
+
+def downlink_rate_bps(bandwidth_hz: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float, rsu_power_w: float,
+                      rsu_bandwidth_hz: float, snr_gap_db: float = 0.0,
+                      max_spectral_efficiency: float = math.inf) -> np.ndarray:
+    """RSU-to-vehicle rate of an FDMA share when the RSU spreads its power evenly over its band (p = P·B/B_RSU).
+
+    For a broadcast of the global model, pass the whole band and the weakest receiver's gain."""
+    power = rsu_power_w * np.asarray(bandwidth_hz, dtype=float) / rsu_bandwidth_hz
+    return shannon_rate_bps(bandwidth_hz, power, gain, noise_psd_w_per_hz, snr_gap_db, max_spectral_efficiency)
 
 
 class Link(Protocol):

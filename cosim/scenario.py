@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
 from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
 from mobility.config import MobilityConfig, RsuConfig
 
@@ -32,24 +34,48 @@ class SimulationConfig(Section):
 
 
 class ChannelConfig(Section):
-    pathloss: Literal["simple"] = "simple"
+    pathloss: Literal["simple", "umi", "uma", "v2v-highway", "v2v-urban"] = "simple"
+    carrier_hz: Annotated[float, Field(ge=0.5e9, le=100e9)] = 5.9e9  # TR 38.901 validity range
+    # the simple power-law model PL0·(d/d0)^-α and its shadowing (the 3GPP models take theirs from the tables)
     reference_loss_db: NonNegative = 38.0  # loss at the reference distance (free space at 1 m, 2 GHz ≈ 38 dB)
     reference_distance_m: Positive = 1.0
     exponent: Annotated[float, Field(ge=1.5, le=6.0)] = 3.0
     shadowing_std_db: NonNegative = 4.0
     shadowing_decorrelation_m: Positive = 10.0
-    fading: Literal["rayleigh", "none"] = "rayleigh"
+    fading: Literal["rayleigh", "rician", "none"] = "rayleigh"
+    fading_correlation: Literal["block", "jakes"] = "block"  # i.i.d. per tick, or Doppler-correlated (speed, carrier)
+    rician_k_db: Annotated[float, Field(ge=-20, le=40)] = 9.0
+    fading_sinusoids: int = Field(16, ge=4, le=256)
     noise_psd_dbm_per_hz: float = -174.0
     noise_figure_db: NonNegative = 9.0
+    snr_gap_db: Annotated[float, Field(ge=0, le=20)] = 0.0
+    max_spectral_efficiency: Positive = math.inf  # bit/s/Hz cap of the best MCS (7.40625 for NR 256QAM)
     vehicle_height_m: NonNegative = 1.5
 
 
 class EnergyConfig(Section):
+    """The on-board unit: a built-in profile, or `custom` with every field as given."""
+
+    profile: Literal["custom", *DEVICE_PROFILES] = "custom"  # type: ignore[valid-type]
     tx_power_w: Positive = 0.2
     cycles_per_sample: Positive = 2e8
     cpu_hz: Positive = 2e9
     capacitance: Positive = 1e-28  # effective switched capacitance κ (J/cycle/Hz²)
+    idle_power_w: NonNegative = 0.0
     battery_j: Positive = 2e4
+
+    @model_validator(mode="after")
+    def _profile_or_fields(self) -> EnergyConfig:
+        clash = sorted(self.model_fields_set - {"profile"})
+        if self.profile != "custom" and clash:
+            raise ValueError(f"{', '.join(clash)} set beside profile '{self.profile}'; "
+                             "remove them or use profile = 'custom'")
+        return self
+
+    def device(self) -> DeviceProfile:
+        if self.profile != "custom":
+            return device_profile(self.profile)
+        return DeviceProfile("custom", **self.model_dump(exclude={"profile"}))
 
 
 class LearningConfig(Section):
@@ -177,7 +203,8 @@ def _describe(error: dict[str, Any]) -> str:
         problem = f"unknown scheduler '{tag}'" if tag else "missing"
         return f"{where}.name: {problem}; {hint}(choose from {', '.join(names)})"
     if kind == "value_error":
-        return f"{where}: {error['msg'].removeprefix('Value error, ')}, got {given!r}"
+        got = "" if isinstance(given, dict) else f", got {given!r}"
+        return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
     return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
 
 

@@ -25,7 +25,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "compute_start_s": "float64", "compute_end_s": "float64", "compute_time_s": "float64",
         "upload_start_s": "float64", "upload_end_s": "float64", "upload_delay_s": "float64",
         "upload_bits": "int64", "compute_energy_j": "float64", "transmit_energy_j": "float64",
-        "energy_j": "float64", "battery_j": "float64", "outcome": "string",
+        "idle_energy_j": "float64", "energy_j": "float64", "battery_j": "float64", "outcome": "string",
     },
     "handovers": {"time_s": "float64", "vehicle": "string", "from_rsu": "int64", "to_rsu": "int64",
                   "kind": "string"},

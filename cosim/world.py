@@ -9,10 +9,19 @@ import numpy as np
 import simpy
 
 from cosim.align import realign
-from cosim.channel import Shadowing, db_to_linear, noise_psd_w_per_hz, rayleigh_power, simple_pathloss_db
+from cosim.channel import (
+    CorrelatedFading,
+    LargeScaleChannel,
+    SimplePathloss,
+    db_to_linear,
+    noise_psd_w_per_hz,
+    rayleigh_power,
+    rician_power,
+)
+from cosim.energy import Batteries
 from cosim.radio import shannon_rate_bps
 from cosim.rng import stream
-from cosim.scenario import Scenario
+from cosim.scenario import ChannelConfig, Scenario
 from mobility.association import Association, HandoverEvent
 from mobility.rsu import RsuLayout
 from mobility.snapshot import Mobility, Snapshot
@@ -30,22 +39,22 @@ class World:
         self.mobility = mobility
         self.rsus = rsus
         self.tick_s = scenario.simulation.mobility_tick_s
-        self.channel = scenario.channel
-        self.noise_psd = noise_psd_w_per_hz(scenario.channel.noise_psd_dbm_per_hz, scenario.channel.noise_figure_db)
+        ch = self.channel = scenario.channel
+        self.noise_psd = noise_psd_w_per_hz(ch.noise_psd_dbm_per_hz, ch.noise_figure_db)
         self.rsu_tx_power_w = scenario.rsu.tx_power_w
-        self.initial_battery_j = scenario.energy.battery_j
+        self.device = scenario.energy.device()
         self.association = Association(hysteresis_db=scenario.rsu.hysteresis_db,
                                        time_to_trigger_s=scenario.rsu.time_to_trigger_s)
-        self.shadowing = Shadowing(scenario.channel.shadowing_std_db, scenario.channel.shadowing_decorrelation_m,
-                                   rsus.count, stream(scenario.seed, "shadowing"))
-        self.fading_rng = stream(scenario.seed, "fading")
+        self.large_scale = LargeScaleChannel(_pathloss_model(ch), ch.carrier_hz, rsus.count,
+                                             stream(scenario.seed, "shadowing"))
+        self.fading = _FastFading(ch, rsus.count, stream(scenario.seed, "fading"))
         self.on_handovers = on_handovers
         self.snapshot = Snapshot.empty(env.now)
         self.serving = np.zeros(0, dtype=np.int64)
         self.distance_m = np.zeros(0)
         self.gain = np.zeros(0)
         self.slot = np.zeros(0, dtype=np.int64)
-        self.battery_j = np.zeros(0)
+        self.batteries = Batteries()
         self._tick_event = env.event()
 
     @property
@@ -66,18 +75,15 @@ class World:
     def refresh(self) -> None:
         snap = self.mobility.advance(self.env.now)
         distance_2d = self.rsus.distances_m(snap.xy_m)
-        height = self.rsus.height_m[None, :] - self.channel.vehicle_height_m
-        distance = np.hypot(distance_2d, height)
-        ch = self.channel
-        large_scale_db = -simple_pathloss_db(distance, ch.reference_loss_db, ch.reference_distance_m, ch.exponent)
-        large_scale_db += self.shadowing.update(snap.ids, snap.xy_m)
-        rsrp_dbm = 10 * np.log10(self.rsu_tx_power_w * 1e3) + large_scale_db
+        loss_db, _ = self.large_scale.update(snap.ids, snap.xy_m, distance_2d, self.rsus.height_m,
+                                             self.channel.vehicle_height_m)
+        rsrp_dbm = 10 * np.log10(self.rsu_tx_power_w * 1e3) - loss_db
         in_coverage = distance_2d <= self.rsus.radius_m[None, :]
         serving, events = self.association.update(snap.time_s, snap.ids, rsrp_dbm, in_coverage)
         rows = np.arange(len(snap.ids))
         column = np.maximum(serving, 0)
-        fading = rayleigh_power(len(snap.ids), self.fading_rng) if ch.fading == "rayleigh" else 1.0
-        self.gain = np.where(serving >= 0, db_to_linear(large_scale_db[rows, column]) * fading, 0.0)
+        fading = self.fading.serving_links(snap, rows, column)
+        self.gain = np.where(serving >= 0, db_to_linear(-loss_db[rows, column]) * fading, 0.0)
         self.distance_m = np.where(serving >= 0, distance_2d[rows, column], np.nan)
         self.serving = serving
         self._assign_slots(snap.ids)
@@ -88,20 +94,53 @@ class World:
     def _assign_slots(self, ids: np.ndarray) -> None:
         known, slot = realign(self.snapshot.ids, self.slot, ids)
         newcomers = np.flatnonzero(~known)
-        slot[newcomers] = len(self.battery_j) + np.arange(len(newcomers))
-        self.battery_j = np.concatenate([self.battery_j, np.full(len(newcomers), self.initial_battery_j)])
+        slot[newcomers] = self.batteries.add(self.device.battery_j, len(newcomers))
         self.slot = slot
+
+    @property
+    def battery_j(self) -> np.ndarray:
+        """Energy left per current vehicle, aligned with `ids`."""
+        return self.batteries.level_j[self.slot]
 
     def row(self, vehicle: str) -> int | None:
         """Index of `vehicle` in the current arrays, or None once it has left the network."""
         i = int(np.searchsorted(self.ids, vehicle))
         return i if i < len(self.ids) and self.ids[i] == vehicle else None
 
+    def rate_bps(self, bandwidth_hz: float, power_w: float, gain: float) -> float:
+        ch = self.channel
+        return float(shannon_rate_bps(bandwidth_hz, power_w, gain, self.noise_psd, ch.snr_gap_db,
+                                      ch.max_spectral_efficiency))
+
     def link(self, vehicle: str, rsu: int, bandwidth_hz: float, power_w: float) -> VehicleLink:
         return VehicleLink(self, vehicle, rsu, bandwidth_hz, power_w)
 
-    def drain(self, slot: int, energy_j: float) -> None:
-        self.battery_j[slot] = max(self.battery_j[slot] - energy_j, 0.0)
+
+def _pathloss_model(ch: ChannelConfig) -> SimplePathloss | str:
+    if ch.pathloss == "simple":
+        return SimplePathloss(ch.reference_loss_db, ch.reference_distance_m, ch.exponent, ch.shadowing_std_db,
+                              ch.shadowing_decorrelation_m)
+    return ch.pathloss
+
+
+class _FastFading:
+    """Small-scale power gain of each vehicle's serving link: none, block (i.i.d. per tick) or Jakes-correlated."""
+
+    def __init__(self, ch: ChannelConfig, num_rsus: int, rng: np.random.Generator) -> None:
+        self.kind = ch.fading
+        self.k_factor = float(db_to_linear(ch.rician_k_db)) if ch.fading == "rician" else 0.0
+        self.rng = rng
+        self.correlated = (CorrelatedFading(num_rsus, ch.carrier_hz, rng, ch.fading_sinusoids, self.k_factor)
+                           if ch.fading_correlation == "jakes" and ch.fading != "none" else None)
+
+    def serving_links(self, snap: Snapshot, rows: np.ndarray, column: np.ndarray) -> np.ndarray | float:
+        if self.kind == "none":
+            return 1.0
+        if self.correlated is not None:  # advanced for every link each tick: its Doppler phase integrates speed
+            return self.correlated.update(snap.ids, snap.speed_mps, snap.time_s)[rows, column]
+        if self.kind == "rician":
+            return rician_power(len(rows), self.k_factor, self.rng)
+        return rayleigh_power(len(rows), self.rng)
 
 
 @dataclass(frozen=True)
@@ -116,8 +155,7 @@ class VehicleLink:
 
     def rate_bps(self) -> float:
         row = self.world.row(self.vehicle)
-        gain = self.world.gain[row] if row is not None else 0.0
-        return float(shannon_rate_bps(self.bandwidth_hz, self.power_w, gain, self.world.noise_psd))
+        return self.world.rate_bps(self.bandwidth_hz, self.power_w, self.world.gain[row] if row is not None else 0.0)
 
     def broken(self) -> str | None:
         row = self.world.row(self.vehicle)

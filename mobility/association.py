@@ -14,29 +14,38 @@ _TIME_EPS_S = 1e-9
 
 @dataclass(frozen=True)
 class HandoverEvent:
-    """One change of serving RSU; -1 on either side means no RSU (attach or detach)."""
+    """One change of serving RSU; -1 on either side means no RSU (attach or detach). interruption_s is how long
+    the vehicle cannot transmit after it (a handover between two RSUs; attach and detach cost none)."""
 
     time_s: float
     vehicle: str
     from_rsu: int
     to_rsu: int
+    interruption_s: float = 0.0
 
 
 class Association:
-    """Keeps each vehicle's serving RSU between updates; state lives in arrays aligned to the sorted ids."""
+    """Keeps each vehicle's serving RSU between updates; state lives in arrays aligned to the sorted ids.
 
-    def __init__(self, *, hysteresis_db: float, time_to_trigger_s: float = 0.0) -> None:
+    A handover between two RSUs interrupts the vehicle's link for interruption_s (detach, random access and path
+    switch at the target); `interrupted(time_s)` says who is still inside that gap."""
+
+    def __init__(self, *, hysteresis_db: float, time_to_trigger_s: float = 0.0, interruption_s: float = 0.0) -> None:
         if not hysteresis_db >= 0:
             raise MobilityError(f"hysteresis_db={hysteresis_db} must be >= 0")
         if not time_to_trigger_s >= 0:
             raise MobilityError(f"time_to_trigger_s={time_to_trigger_s} must be >= 0")
+        if not interruption_s >= 0:
+            raise MobilityError(f"interruption_s={interruption_s} must be >= 0")
         self._hysteresis_db = float(hysteresis_db)
+        self._interruption_s = float(interruption_s)
         self._ttt_s = float(time_to_trigger_s)
         self._time_s = -np.inf
         self._ids = np.array([], dtype=str)
         self._serving = np.empty(0, dtype=np.int64)
         self._candidate = np.empty(0, dtype=np.int64)  # A3 target being timed, -1 if none
         self._since_s = np.empty(0, dtype=np.float64)  # when the A3 condition started holding for _candidate
+        self._until_s = np.empty(0, dtype=np.float64)  # end of the current handover interruption (-inf if none)
 
     def update(
         self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
@@ -49,6 +58,7 @@ class Association:
         serving = self._lookup(ids, self._serving, -1)
         candidate = self._lookup(ids, self._candidate, -1)
         since = self._lookup(ids, self._since_s, np.nan)
+        until = self._lookup(ids, self._until_s, -np.inf)
 
         if m == 0:
             best = np.full(n, -1, dtype=np.int64)
@@ -71,11 +81,29 @@ class Association:
         new[fire] = best[fire]
         candidate[fire] = -1
 
-        changed = np.flatnonzero(new != serving)
-        events = [HandoverEvent(float(time_s), str(ids[i]), int(serving[i]), int(new[i])) for i in changed]
+        changed = new != serving
+        handover = changed & (serving >= 0) & (new >= 0)
+        # A vehicle dropped to no RSU is not transmitting anyway; re-attaching later starts clean.
+        until[handover] = time_s + self._interruption_s
+        until[new < 0] = -np.inf
+        events = [
+            HandoverEvent(float(time_s), str(ids[i]), int(serving[i]), int(new[i]),
+                          self._interruption_s if handover[i] else 0.0)
+            for i in np.flatnonzero(changed)
+        ]
         self._time_s = float(time_s)
-        self._ids, self._serving, self._candidate, self._since_s = ids, new, candidate, since
+        self._ids, self._serving, self._candidate, self._since_s, self._until_s = ids, new, candidate, since, until
         return new.copy(), events
+
+    def interrupted(self, time_s: float) -> np.ndarray:
+        """(n,) bool aligned with the last update's ids: True while a vehicle's handover interruption lasts at
+        time_s (interruption [t, t + interruption_s) from the handover time t), so it must not transmit."""
+        return time_s < self._until_s - _TIME_EPS_S
+
+    def interrupted_until(self, ids: np.ndarray) -> np.ndarray:
+        """End time of each vehicle's current handover interruption (-inf if none), for ids in any order; a
+        Transfer process can wait until then instead of polling every tick."""
+        return self._lookup(np.asarray(ids, dtype=str), self._until_s, -np.inf)
 
     def serving_of(self, ids: np.ndarray) -> np.ndarray:
         """Current serving RSU for these ids (any order), -1 for ids never seen or gone at the last update."""

@@ -1,4 +1,8 @@
-"""The `[mobility]` and `[rsu]` tables of a scenario, and how they become a running mobility source and RSUs."""
+"""The `[mobility]` and `[rsu]` tables of a scenario, and how they become a running mobility source and RSUs.
+
+Relative file paths are resolved against the working directory, then against the project root (the directory holding
+the `mobility` package), so the shipped data (`mobility/data/...`) is found from anywhere.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,29 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from mobility.netgen import grid_scenario
-from mobility.rsu import RsuLayout, grid_layout
+from mobility.errors import MobilityError
+from mobility.netgen import SumoFiles, generated_network, osm_network, random_demand
+from mobility.rsu import RsuLayout, file_layout, grid_layout, junction_layout, spaced_layout
 from mobility.sumo import SumoMobility
+from mobility.trace import TraceMobility, record_trace
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _existing_file(path: Path) -> Path:
+    """Resolve a scenario path (see the module docstring); a missing file is a validation error naming the field."""
+    candidates = [path] if path.is_absolute() else list(dict.fromkeys([Path.cwd() / path, _PROJECT_ROOT / path]))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ValueError(f"file not found: {' or '.join(str(c) for c in candidates)}; fix the path")
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
 
 
 class Table(BaseModel):
@@ -21,47 +40,184 @@ class Table(BaseModel):
 
 
 class GridNetworkConfig(Table):
+    """netgenerate --grid: junctions x junctions, edge_length_m apart."""
+
     kind: Literal["grid"] = "grid"
     junctions: int = Field(5, ge=2)
     edge_length_m: Positive = 200.0
     lanes: int = Field(1, ge=1)
 
 
-class DemandConfig(Table):
+class SpiderNetworkConfig(Table):
+    """netgenerate --spider: arms radial roads crossed by circles rings space_m apart."""
+
+    kind: Literal["spider"]
+    arms: int = Field(6, ge=3)
+    circles: int = Field(5, ge=1)
+    space_m: Positive = 100.0
+    lanes: int = Field(1, ge=1)
+
+
+class RandomNetworkConfig(Table):
+    """netgenerate --rand: a random planar network grown for `iterations` edges."""
+
+    kind: Literal["random"]
+    iterations: int = Field(100, ge=1)
+    edge_length_m: Positive = 100.0
+    lanes: int = Field(1, ge=1)
+
+
+class FileNetworkConfig(Table):
+    """A SUMO network the user provides (.net.xml or .net.xml.gz)."""
+
+    kind: Literal["file"]
+    path: ExistingFile
+
+
+class OsmNetworkConfig(Table):
+    """An OpenStreetMap extract, converted with netconvert (cached by the extract's content)."""
+
+    kind: Literal["osm"]
+    path: ExistingFile
+
+
+def _kind_or(default: str) -> Discriminator:
+    """Tables without `kind` take the default, as in scenarios written before the other kinds existed."""
+    return Discriminator(lambda v: v.get("kind", default) if isinstance(v, dict) else getattr(v, "kind", default))
+
+
+NetworkConfig = Annotated[
+    Annotated[GridNetworkConfig, Tag("grid")]
+    | Annotated[SpiderNetworkConfig, Tag("spider")]
+    | Annotated[RandomNetworkConfig, Tag("random")]
+    | Annotated[FileNetworkConfig, Tag("file")]
+    | Annotated[OsmNetworkConfig, Tag("osm")],
+    _kind_or("grid"),
+]
+
+
+class RandomDemandConfig(Table):
+    """randomTrips + duarouter: one trip every trip_period_s between begin_s and end_s."""
+
+    kind: Literal["random"] = "random"
     trip_period_s: Positive = 1.0
+    begin_s: NonNegative = 0.0
     end_s: Positive = 3600.0
 
 
+class RoutesDemandConfig(Table):
+    """The user's route files, loaded in order (put vehicle-type files first)."""
+
+    kind: Literal["routes"]
+    files: list[ExistingFile] = Field(min_length=1)
+
+
+DemandConfig = Annotated[
+    Annotated[RandomDemandConfig, Tag("random")] | Annotated[RoutesDemandConfig, Tag("routes")],
+    _kind_or("random"),
+]
+
+
 class MobilityConfig(Table):
+    source: Literal["sumo", "trace"] = "sumo"
+    trace: ExistingFile | None = None  # source = "trace": SUMO FCD .xml[.gz], .csv or .parquet
     backend: Literal["libsumo", "traci"] = "libsumo"
+    gui: bool = False  # launch sumo-gui (backend = "traci")
+    remote: str | None = Field(None, pattern=r"^[^:\s]+:\d+$")  # "host:port" of a SUMO started elsewhere (traci)
     step_length_s: Positive = 1.0
-    network: GridNetworkConfig = GridNetworkConfig()
-    demand: DemandConfig = DemandConfig()
+    scale: Positive = 1.0  # SUMO --scale: multiplies the demand
+    time_to_teleport_s: float = 300.0  # SUMO's jam resolution; <= 0 disables teleports
+    network: NetworkConfig = GridNetworkConfig()
+    demand: DemandConfig = RandomDemandConfig()
+    additional: list[ExistingFile] = Field(default_factory=list)  # e.g. traffic-light programs
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MobilityConfig:
+        if self.source == "trace" and self.trace is None:
+            raise ValueError('source = "trace" needs trace = "path/to/trace.parquet" (or .csv, FCD .xml)')
+        if (self.gui or self.remote) and self.backend != "traci":
+            raise ValueError('gui and remote need backend = "traci" (libsumo runs SUMO in-process, headless)')
+        return self
+
+    @property
+    def net_file_given(self) -> Path | None:
+        """The user's own net file, if the scenario names one (a trace can use it for junction RSUs)."""
+        return self.network.path if isinstance(self.network, FileNetworkConfig) else None
 
 
 class RsuConfig(Table):
-    layout: Literal["grid"] = "grid"
-    count: int = Field(4, ge=1)
+    layout: Literal["grid", "junctions", "file"] = "grid"
+    count: int = Field(4, ge=1)  # grid (unless spacing_m) and junctions
+    spacing_m: Positive | None = None  # grid: about this far apart instead of `count`
+    min_separation_m: NonNegative = 0.0  # junctions: skip busy junctions closer than this to a chosen one
+    file: ExistingFile | None = None  # layout = "file": CSV x, y[, radius_m, height_m, bandwidth_hz]
     radius_m: Positive = 300.0
     height_m: NonNegative = 10.0
     bandwidth_hz: Positive = 20e6
     tx_power_w: Positive = 1.0
     hysteresis_db: NonNegative = 3.0
     time_to_trigger_s: NonNegative = 0.0
+    handover_interruption_s: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RsuConfig:
+        if self.layout == "file" and self.file is None:
+            raise ValueError('layout = "file" needs file = "path/to/rsus.csv" (columns x, y[, radius_m, ...])')
+        return self
 
 
-def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoMobility:
-    """Build (or reuse from the cache) the network and demand, then start SUMO on them."""
-    net, demand = config.network, config.demand
-    files = grid_scenario(cache_dir / "sumo", junctions=net.junctions, edge_length_m=net.edge_length_m,
-                          lanes=net.lanes, trip_period_s=demand.trip_period_s, end_s=demand.end_s, seed=seed)
-    return SumoMobility(files, step_length_s=config.step_length_s, seed=seed, backend=config.backend)
+def sumo_files(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoFiles:
+    """The network and demand SUMO will run, built into (or reused from) the content-hash cache."""
+    cache = Path(cache_dir) / "sumo"
+    network = config.network
+    if isinstance(network, FileNetworkConfig):
+        net = network.path
+    elif isinstance(network, OsmNetworkConfig):
+        net = osm_network(cache, network.path)
+    else:
+        options = network.model_dump(exclude={"kind", "lanes"})
+        net = generated_network(cache, network.kind, lanes=network.lanes, seed=seed, **options)
+    demand = config.demand
+    if isinstance(demand, RoutesDemandConfig):
+        routes = tuple(demand.files)
+    else:
+        routes = (random_demand(cache, net, trip_period_s=demand.trip_period_s, begin_s=demand.begin_s,
+                                end_s=demand.end_s, seed=seed),)
+    return SumoFiles(net=net, routes=routes, additional=tuple(config.additional))
 
 
-def place_rsus(config: RsuConfig, bounds: tuple[float, float, float, float]) -> RsuLayout:
+def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoMobility | TraceMobility:
+    """Start the scenario's mobility source: live SUMO on cached network and demand, or a trace replay."""
+    if config.source == "trace":
+        assert config.trace is not None  # guaranteed by MobilityConfig validation
+        return TraceMobility(config.trace, net_file=config.net_file_given)
+    remote = None
+    if config.remote:
+        host, port = config.remote.rsplit(":", 1)
+        remote = (host, int(port))
+    files = None if remote else sumo_files(config, cache_dir, seed)
+    return SumoMobility(files, step_length_s=config.step_length_s, seed=seed, backend=config.backend,
+                        time_to_teleport_s=config.time_to_teleport_s, scale=config.scale, gui=config.gui,
+                        remote=remote)
+
+
+def place_rsus(config: RsuConfig, bounds: tuple[float, float, float, float],
+               net_file: Path | None = None) -> RsuLayout:
+    """RSUs for the scenario: pass `mobility.bounds(), mobility.net_file`. Junction placement needs the net file
+    (live SUMO always has one; a trace replay has one when mobility.network names a file)."""
+    common = {"radius_m": config.radius_m, "height_m": config.height_m, "bandwidth_hz": config.bandwidth_hz}
+    if config.layout == "file":
+        assert config.file is not None  # guaranteed by RsuConfig validation
+        return file_layout(config.file, **common)
+    if config.layout == "junctions":
+        if net_file is None:
+            raise MobilityError('rsu.layout = "junctions" needs a road network; a trace replay has none unless '
+                                '[mobility] network = { kind = "file", path = "....net.xml" } names it')
+        return junction_layout(net_file, count=config.count, min_separation_m=config.min_separation_m, **common)
+    if config.spacing_m is not None:
+        return spaced_layout(bounds, spacing_m=config.spacing_m, **common)
     rows, cols = grid_shape(config.count)
-    return grid_layout(bounds, rows=rows, cols=cols, radius_m=config.radius_m, height_m=config.height_m,
-                       bandwidth_hz=config.bandwidth_hz)
+    return grid_layout(bounds, rows=rows, cols=cols, **common)
 
 
 def grid_shape(count: int) -> tuple[int, int]:
@@ -70,3 +226,10 @@ def grid_shape(count: int) -> tuple[int, int]:
     while count % rows:
         rows -= 1
     return rows, count // rows
+
+
+def record_scenario(config: MobilityConfig, cache_dir: Path, seed: int, out: Path, *, start_s: float, tick_s: float,
+                    duration_s: float) -> tuple[int, int]:
+    """Record the scenario's mobility to `out` (what `cosim mobility record` runs); return (rows, vehicles)."""
+    with open_mobility(config, cache_dir, seed) as mobility:
+        return record_trace(mobility, out, start_s=start_s, tick_s=tick_s, duration_s=duration_s)

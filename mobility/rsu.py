@@ -1,12 +1,22 @@
-"""Road-side unit placement and vehicle-to-RSU geometry."""
+"""Road-side unit placement (grid, busiest junctions, a CSV of sites), coverage holes and vehicle-to-RSU geometry."""
 
 from __future__ import annotations
 
+import csv
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mobility.errors import MobilityError
+from mobility.netgen import check_xml
+
+if TYPE_CHECKING:
+    import sumolib
+
+_CSV_COLUMNS = ("x", "y", "radius_m", "height_m", "bandwidth_hz")
 
 
 @dataclass(frozen=True)
@@ -71,3 +81,170 @@ def grid_layout(
         height_m=np.full(m, float(height_m)),
         bandwidth_hz=np.full(m, float(bandwidth_hz)),
     )
+
+
+def spaced_layout(
+    bounds: tuple[float, float, float, float], *, spacing_m: float, radius_m: float, height_m: float,
+    bandwidth_hz: float,
+) -> RsuLayout:
+    """A grid of RSUs about spacing_m apart covering the bounds (at least one per axis), same order as grid_layout."""
+    if not spacing_m > 0:
+        raise MobilityError(f"spaced_layout: spacing_m={spacing_m} must be > 0")
+    xmin, ymin, xmax, ymax = bounds
+    cols, rows = (max(1, math.ceil(extent / spacing_m)) for extent in (xmax - xmin, ymax - ymin))
+    return grid_layout(bounds, rows=rows, cols=cols, radius_m=radius_m, height_m=height_m, bandwidth_hz=bandwidth_hz)
+
+
+def junction_layout(
+    net_file: Path, *, count: int, min_separation_m: float, radius_m: float, height_m: float, bandwidth_hz: float,
+) -> RsuLayout:
+    """RSUs at the `count` junctions with most connected edges (ties by junction id), greedily skipping junctions
+    closer than min_separation_m to one already chosen, so a cluster of joined nodes does not take every RSU."""
+    if count < 1:
+        raise MobilityError(f"junction_layout: count={count} must be >= 1")
+    xy, degree = junction_degrees(net_file)
+    order = np.lexsort((np.arange(len(degree)), -degree))  # by degree descending; id order was kept on read
+    chosen: list[int] = []
+    for i in order:
+        if all(math.dist(xy[i], xy[j]) >= min_separation_m for j in chosen):
+            chosen.append(int(i))
+            if len(chosen) == count:
+                break
+    if len(chosen) < count:
+        raise MobilityError(f"{net_file}: only {len(chosen)} junctions are at least {min_separation_m} m apart, "
+                            f"fewer than rsu.count={count}; lower rsu.count or rsu.min_separation_m")
+    return RsuLayout(xy_m=xy[chosen], radius_m=np.full(count, float(radius_m)),
+                     height_m=np.full(count, float(height_m)), bandwidth_hz=np.full(count, float(bandwidth_hz)))
+
+
+def junction_degrees(net_file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(k, 2) positions and (k,) edge counts (incoming + outgoing) of the network's non-internal junctions with at
+    least one edge, sorted by junction id."""
+    net = _read_net(net_file)
+    nodes = sorted((n for n in net.getNodes() if n.getIncoming() or n.getOutgoing()), key=lambda n: n.getID())
+    if not nodes:
+        raise MobilityError(f"{net_file}: the network has no junctions with edges; check the net file")
+    xy = np.array([n.getCoord()[:2] for n in nodes], dtype=np.float64)
+    degree = np.array([len(n.getIncoming()) + len(n.getOutgoing()) for n in nodes], dtype=np.int64)
+    return xy, degree
+
+
+def file_layout(path: Path, *, radius_m: float, height_m: float, bandwidth_hz: float) -> RsuLayout:
+    """RSUs from a CSV with header x, y[, radius_m, height_m, bandwidth_hz]; missing or empty optional cells take
+    the scenario's [rsu] defaults."""
+    path = Path(path)
+    defaults = {"radius_m": radius_m, "height_m": height_m, "bandwidth_hz": bandwidth_hz}
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in reader.fieldnames or []]
+            unknown = [h for h in header if h not in _CSV_COLUMNS]
+            if "x" not in header or "y" not in header or unknown:
+                raise MobilityError(f"RSU file {path}, line 1: header must be x, y[, radius_m, height_m, "
+                                    f"bandwidth_hz], got {', '.join(header) or 'nothing'}")
+            rows = [_csv_row(path, reader.line_num, {k.strip(): v for k, v in row.items() if k}, defaults)
+                    for row in reader]
+    except OSError as exc:
+        raise MobilityError(f"RSU file {path} cannot be read ({exc}); fix rsu.file in the scenario") from exc
+    if not rows:
+        raise MobilityError(f"RSU file {path} lists no RSUs; add one row per RSU below the header")
+    columns = np.array(rows, dtype=np.float64)
+    return RsuLayout(xy_m=columns[:, :2], radius_m=columns[:, 2], height_m=columns[:, 3], bandwidth_hz=columns[:, 4])
+
+
+def _csv_row(path: Path, line: int, row: dict[str, str | None], defaults: dict[str, float]) -> list[float]:
+    values = []
+    for name in _CSV_COLUMNS:
+        text = (row.get(name) or "").strip()
+        if not text and name in defaults:
+            values.append(float(defaults[name]))
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        rule = " > 0" if name in ("radius_m", "bandwidth_hz") else " >= 0" if name == "height_m" else ""
+        if not (math.isfinite(value) and (not rule or (value > 0 if rule == " > 0" else value >= 0))):
+            raise MobilityError(f"RSU file {path}, line {line}: {name}={text!r} must be a finite number{rule}")
+        values.append(value)
+    return values
+
+
+def _read_net(net_file: Path) -> sumolib.net.Net:
+    """sumolib's reader, with a malformed or missing file reported by name and line."""
+    import sumolib  # deferred: only junction placement and coverage need it, and it is slow to import
+
+    net_file = Path(net_file)
+    if not net_file.is_file():
+        raise MobilityError(f"net file {net_file} does not exist; fix the network path in the scenario")
+    check_xml(net_file, "net")  # sumolib acts on elements as it streams, so it would fail before the bad line
+    try:
+        return sumolib.net.readNet(str(net_file))
+    except (KeyError, ValueError, AttributeError, TypeError) as exc:
+        raise MobilityError(f"net file {net_file} is not a valid SUMO network ({type(exc).__name__}: {exc})") from None
+
+
+def lane_samples(net_file: Path, step_m: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Points every ~step_m along every lane (internal junction lanes excluded) and the lane length each stands
+    for, so length-weighted statistics of the road network reduce to sums over points."""
+    net = _read_net(net_file)
+    points, weights = [], []
+    for edge in net.getEdges(withInternal=False):
+        for lane in edge.getLanes():
+            shape = np.asarray(lane.getShape(), dtype=np.float64)[:, :2]
+            start, delta = shape[:-1], np.diff(shape, axis=0)
+            length = np.hypot(delta[:, 0], delta[:, 1])
+            k = np.maximum(1, np.ceil(length / step_m)).astype(np.int64)
+            segment = np.repeat(np.arange(len(k)), k)
+            f = (np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k) + 0.5) / k[segment]
+            points.append(start[segment] + f[:, None] * delta[segment])
+            weights.append((length / k)[segment])
+    if not points:
+        raise MobilityError(f"net file {net_file} has no lanes; check the network")
+    return np.concatenate(points), np.concatenate(weights)
+
+
+def uncovered_fraction(layout: RsuLayout, xy_m: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Weighted fraction of positions outside every RSU's radius: the coverage holes. With lane_samples it is the
+    share of lane length; with vehicle positions sampled over a run, the share of vehicle-time uncovered."""
+    xy = np.asarray(xy_m, dtype=np.float64)
+    w = np.ones(len(xy)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(xy) == 0 or w.sum() <= 0:
+        return 0.0
+    covered = np.zeros(len(xy), dtype=bool)
+    for start in range(0, len(xy), 4096):  # bounded (chunk, m) temporaries for city-sized sample sets
+        chunk = slice(start, start + 4096)
+        covered[chunk] = (layout.distances_m(xy[chunk]) <= layout.radius_m[None, :]).any(axis=1)
+    return float(w[~covered].sum() / w.sum())
+
+
+def network_uncovered_fraction(layout: RsuLayout, net_file: Path) -> float:
+    """Share of the network's lane length outside every RSU's coverage disc."""
+    return uncovered_fraction(layout, *lane_samples(net_file))
+
+
+def dwell_time_s(
+    layout: RsuLayout, serving: np.ndarray, xy_m: np.ndarray, speed_mps: np.ndarray, heading_rad: np.ndarray
+) -> np.ndarray:
+    """(n,) seconds until each vehicle, continuing straight at its current speed and heading, leaves its serving
+    RSU's disc: the larger root of |p + v t - c| = r. inf when stopped, 0 when unserved (-1) or already outside.
+
+    A straight-line extrapolation: it ignores turns and speed changes, which is what an RSU can compute from a
+    vehicle's reported position, speed and heading at decision time."""
+    serving = np.asarray(serving, dtype=np.int64)
+    xy = np.asarray(xy_m, dtype=np.float64)
+    speed = np.asarray(speed_mps, dtype=np.float64)
+    out = np.zeros(len(serving))
+    served = serving >= 0
+    rsu = serving[served]
+    p = xy[served] - layout.xy_m[rsu]
+    r = layout.radius_m[rsu]
+    heading = np.asarray(heading_rad, dtype=np.float64)[served]
+    v = speed[served, None] * np.column_stack([np.cos(heading), np.sin(heading)])
+    a = (v * v).sum(axis=1)
+    b = (p * v).sum(axis=1)
+    c = (p * p).sum(axis=1) - r * r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (-b + np.sqrt(np.maximum(b * b - a * c, 0.0))) / a
+    out[served] = np.where(a > 0, np.where(c <= 0, np.maximum(t, 0.0), 0.0), np.inf)
+    return out

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+
+def sumo_angle_to_heading(angle_deg: np.ndarray) -> np.ndarray:
+    """SUMO degrees (0 = north, clockwise) to math radians (0 = +x, counter-clockwise), wrapped to [-pi, pi)."""
+    heading = np.deg2rad(90.0 - np.asarray(angle_deg, dtype=np.float64))
+    return (heading + np.pi) % (2 * np.pi) - np.pi
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Snapshot:
 
 class Mobility(Protocol):
     """A source of vehicle positions driven by the simulation clock (it keeps no clock of its own)."""
+
+    net_file: Path | None  # the road network, when the source has one (junction RSUs, coverage holes)
 
     def advance(self, time_s: float) -> Snapshot:
         """Move the world forward to time_s (monotone) and return where vehicles are."""

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from mobility.errors import MobilityError
-from mobility.netgen import SumoFiles, sumo_home
-from mobility.snapshot import Snapshot
+from mobility.netgen import SumoFiles, check_xml, sumo_home
+from mobility.snapshot import Snapshot, sumo_angle_to_heading
 
 # traci.constants, copied so that importing this module does not import traci/libsumo.
 _CMD_GET_VEHICLE_VARIABLE = 0xA4
@@ -24,6 +24,8 @@ _VAR_POSITION = 0x42
 _VAR_ANGLE = 0x43
 # SUMO reports this for a vehicle that is not on a lane (e.g. while teleporting); such rows are dropped.
 _INVALID_DOUBLE = -(2.0**30)
+# Seconds (one try each) to wait for a remote SUMO to accept the connection, e.g. while it loads its network.
+_REMOTE_RETRIES = 10
 # Clock tolerance: SUMO counts time in whole milliseconds.
 _TIME_EPS_S = 1e-6
 
@@ -43,23 +45,34 @@ class SumoMobility:
 
     def __init__(
         self,
-        files: SumoFiles,
+        files: SumoFiles | None,
         *,
         step_length_s: float,
         seed: int,
         backend: Literal["libsumo", "traci"] = "libsumo",
         time_to_teleport_s: float = 300.0,
+        scale: float = 1.0,
+        gui: bool = False,
+        remote: tuple[str, int] | None = None,
     ) -> None:
-        for name, path in (("net", files.net), ("routes", files.routes)):
+        """`files` is None only with `remote` (a SUMO started elsewhere, with its own inputs); `gui` launches
+        sumo-gui and `remote` attaches to host:port, both through TraCI."""
+        if remote is None and files is None:
+            raise MobilityError("SumoMobility needs SUMO files unless it attaches to a remote SUMO")
+        paths = [("net", files.net), *(("routes", p) for p in files.routes),
+                 *(("additional", p) for p in files.additional)] if files else []
+        for name, path in paths:
             if not Path(path).is_file():
-                raise MobilityError(
-                    f"SUMO {name} file {path} does not exist; build it with "
-                    "mobility.netgen.grid_scenario or fix the path"
-                )
+                raise MobilityError(f"SUMO {name} file {path} does not exist; fix the path in the scenario")
+            check_xml(path, f"SUMO {name}")
         if step_length_s <= 0:
             raise MobilityError(f"step_length_s={step_length_s} must be > 0")
+        if scale <= 0:
+            raise MobilityError(f"scale={scale} must be > 0")
         if backend not in ("libsumo", "traci"):
             raise MobilityError(f"backend={backend!r} must be 'libsumo' or 'traci'")
+        if (gui or remote) and backend != "traci":
+            raise MobilityError("gui and remote SUMO need backend='traci' (libsumo runs SUMO in-process, headless)")
         if backend == "libsumo" and SumoMobility._libsumo_owner is not None:
             raise MobilityError(
                 "libsumo runs one simulation per process and another SumoMobility is open; "
@@ -68,21 +81,30 @@ class SumoMobility:
 
         self._backend = backend
         self._closed = False
+        self.net_file = Path(files.net) if files else None
         log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log")
         os.close(log_fd)
         self._error_log = Path(log_name)
-        options = {
-            "--net-file": files.net,
-            "--route-files": files.routes,
-            "--step-length": float(step_length_s),
-            "--seed": int(seed),
-            "--time-to-teleport": float(time_to_teleport_s),
-            "--error-log": self._error_log,
-        }
-        cmd = [str(sumo_home() / "bin" / "sumo"), "--no-step-log", "--no-warnings"]
-        cmd += [str(part) for option in options.items() for part in option]
+        cmd: list[str] = []
+        if files:
+            options = {
+                "--net-file": files.net,
+                # Vehicle types must be known before the routes that use them: route files load in this order.
+                "--route-files": ",".join(str(p) for p in files.routes),
+                "--step-length": float(step_length_s),
+                "--seed": int(seed),
+                "--scale": float(scale),
+                "--time-to-teleport": float(time_to_teleport_s),
+                "--error-log": self._error_log,
+            }
+            if files.additional:
+                options["--additional-files"] = ",".join(str(p) for p in files.additional)
+            binary = "sumo-gui" if gui else "sumo"
+            cmd = [str(sumo_home() / "bin" / binary), "--no-step-log", "--no-warnings"]
+            cmd += [str(part) for option in options.items() for part in option]
+            cmd += ["--start", "--quit-on-end"] if gui else []
         try:
-            self._api, self._errors = self._start(cmd)
+            self._api, self._errors = self._start(cmd, remote)
         except MobilityError:
             self._error_log.unlink(missing_ok=True)
             raise
@@ -94,12 +116,16 @@ class SumoMobility:
             )
             self._bounds = self._lane_bounds()
             self._time_s = float(self._api.simulation.getTime())
+            # libsumo keeps the previous simulation's subscription results until the first step; SUMO inserts
+            # vehicles only while stepping, so before it the network is empty.
+            self._stepped = False
         except self._errors as exc:
             self.close()
             raise self._failure("SUMO failed while setting up", exc) from exc
 
-    def _start(self, cmd: list[str]) -> tuple[Any, tuple[type[BaseException], ...]]:
-        """Start the backend; return its API object (same surface for both) and its exception types."""
+    def _start(self, cmd: list[str], remote: tuple[str, int] | None) -> tuple[Any, tuple[type[BaseException], ...]]:
+        """Start the backend (or attach to a remote SUMO); return its API object (same surface for all) and its
+        exception types."""
         if self._backend == "libsumo":
             libsumo = _import_libsumo()
             errors: tuple[type[BaseException], ...] = (libsumo.TraCIException, libsumo.FatalTraCIError)
@@ -117,6 +143,17 @@ class SumoMobility:
 
         errors = (traci.exceptions.TraCIException, traci.exceptions.FatalTraCIError, OSError)
         label = f"mobility-{id(self)}"
+        if remote is not None:
+            host, port = remote
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    traci.init(port, host=host, label=label, doSwitch=False, numRetries=_REMOTE_RETRIES)
+            except errors as exc:
+                raise MobilityError(
+                    f"cannot attach to SUMO at {host}:{port} ({type(exc).__name__}: {exc}); start it with "
+                    f"sumo --remote-port {port} ... and check host and port"
+                ) from exc
+            return traci.getConnection(label), errors
         # Launched here rather than by traci.start, which leaves a zombie process behind when SUMO fails to start.
         # SUMO's messages go to the error log, so its own stdout/stderr are not needed.
         port = getFreeSocketPort()
@@ -170,6 +207,9 @@ class SumoMobility:
             if time_s > self._time_s + _TIME_EPS_S:
                 self._api.simulationStep(float(time_s))
                 self._time_s = float(self._api.simulation.getTime())
+                self._stepped = True
+            if not self._stepped:
+                return Snapshot.empty(self._time_s)
             results = self._api.simulation.getContextSubscriptionResults("")
         except self._errors as exc:
             raise self._failure(f"SUMO failed while advancing to {time_s} s", exc) from exc
@@ -185,9 +225,7 @@ class SumoMobility:
         angle_deg = np.array([v[_VAR_ANGLE] for v in values], dtype=np.float64)
         keep = np.flatnonzero(xy[:, 0] > _INVALID_DOUBLE / 2)
         order = keep[np.argsort(ids[keep], kind="stable")]
-        # SUMO: degrees, 0 = north, clockwise. Math: radians, 0 = +x, counter-clockwise; wrapped to [-pi, pi).
-        heading = np.deg2rad(90.0 - angle_deg[order])
-        heading = (heading + np.pi) % (2 * np.pi) - np.pi
+        heading = sumo_angle_to_heading(angle_deg[order])
         return Snapshot(
             time_s=self._time_s, ids=ids[order], xy_m=xy[order], speed_mps=speed[order], heading_rad=heading
         )

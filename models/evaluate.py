@@ -18,7 +18,7 @@ def evaluate(
     model: SplitClassifier, state: Mapping[str, torch.Tensor], data: EncodedData, *, batch_size: int = 256
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` with `state` as its trainable parameters, in eval mode (no
-    dropout). The model's own parameters and its train/eval mode are left as they were."""
+    dropout), batched by token length. The model's own parameters and its train/eval mode are left as they were."""
     if len(data) == 0:
         raise ValueError("evaluate: data is empty; pass a non-empty EncodedData")
     if batch_size < 1:
@@ -30,8 +30,10 @@ def evaluate(
     model.eval()
     correct, loss_sum = 0, 0.0
     try:
+        # Batches of similar length, so trimming padding per batch saves most of the padded compute.
+        order = torch.argsort(data.attention_mask.sum(dim=1), stable=True)
         for start in range(0, len(data), batch_size):
-            rows = slice(start, start + batch_size)
+            rows = order[start : start + batch_size]
             labels = data.labels[rows].to(device)
             input_ids, attention_mask = trim_padding(data.input_ids[rows], data.attention_mask[rows])
             with autocast(device):

@@ -75,7 +75,6 @@ def test_one_serving_rsu_per_vehicle_at_a_time(tiny_runs):
 def test_notebook_runs_headless(tiny_runs, monkeypatch):
     _, _, run_dir = tiny_runs
     monkeypatch.setenv("COSIM_RUN", str(run_dir))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(ROOT / "notebooks" / "run_overview.ipynb", as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()

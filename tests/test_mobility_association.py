@@ -179,3 +179,28 @@ def test_no_rsus_and_no_vehicles():
     assert serving.tolist() == [-1] and events == []
     serving, events = assoc.update(1.0, _ids(), np.empty((0, 2)), np.empty((0, 2), bool))
     assert serving.shape == (0,) and events == []
+
+
+def test_handover_interrupts_transmission_for_the_configured_time_and_attach_does_not():
+    assoc = Association(hysteresis_db=1.0, interruption_s=0.3)
+    ids = _ids("a", "b")
+    _, events = assoc.update(0.0, ids, *_cov([[-70.0, -90.0], [-70.0, -90.0]]))
+    assert all(e.interruption_s == 0.0 for e in events)  # attaching is not a handover
+    assert assoc.interrupted(0.0).tolist() == [False, False]
+    _, events = assoc.update(1.0, ids, *_cov([[-70.0, -60.0], [-70.0, -90.0]]))
+    assert events == [HandoverEvent(1.0, "a", 0, 1, interruption_s=0.3)]
+    assert assoc.interrupted(1.0).tolist() == [True, False]
+    assert assoc.interrupted(1.2).tolist() == [True, False]
+    assert assoc.interrupted(1.3).tolist() == [False, False]  # the gap is [1.0, 1.3)
+    np.testing.assert_allclose(assoc.interrupted_until(_ids("b", "a", "zz")), [-np.inf, 1.3, -np.inf])
+    # Still interrupted after the next update, realigned to the new ids (a newcomer "0" sorts first).
+    assoc.update(1.1, _ids("0", "a", "b"), *_cov([[-70.0, -90.0], [-70.0, -60.0], [-70.0, -90.0]]))
+    assert assoc.interrupted(1.1).tolist() == [False, True, False]
+    # Losing all coverage ends the interruption: there is nothing to transmit to anyway.
+    assoc.update(1.2, _ids("a"), *_cov([[np.nan, np.nan]]))
+    assert assoc.interrupted(1.2).tolist() == [False]
+
+
+def test_interruption_must_be_non_negative():
+    with pytest.raises(MobilityError, match="interruption_s"):
+        Association(hysteresis_db=1.0, interruption_s=-1.0)

@@ -1,10 +1,23 @@
-"""RSU grid placement and vehicle-RSU distances."""
+"""RSU placement (grid, spacing, junctions, CSV), coverage holes, distances and dwell-time estimates."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mobility.errors import MobilityError
-from mobility.rsu import RsuLayout, grid_layout
+from mobility.rsu import (
+    RsuLayout,
+    dwell_time_s,
+    file_layout,
+    grid_layout,
+    junction_degrees,
+    junction_layout,
+    lane_samples,
+    network_uncovered_fraction,
+    spaced_layout,
+    uncovered_fraction,
+)
 
 
 def test_grid_layout_places_rsus_at_cell_centres_row_major():
@@ -59,3 +72,106 @@ def test_grid_layout_rejects_bad_arguments():
         grid_layout((0.0, 0.0, 1.0, 1.0), rows=1, cols=1, radius_m=1.0, height_m=1.0, bandwidth_hz=1.0).distances_m(
             np.zeros(2)
         )
+
+
+BOLOGNA_NET = Path(__file__).resolve().parents[1] / "mobility/data/bologna-acosta/acosta_buslanes.net.xml.gz"
+LAYOUT_ARGS = {"radius_m": 300.0, "height_m": 10.0, "bandwidth_hz": 1e6}
+
+
+def test_spaced_layout_covers_the_bounds_with_cells_about_the_spacing():
+    layout = spaced_layout((0.0, 0.0, 1000.0, 450.0), spacing_m=250.0, **LAYOUT_ARGS)
+    assert layout.count == 4 * 2
+    np.testing.assert_allclose(layout.xy_m[:4], [[125, 112.5], [375, 112.5], [625, 112.5], [875, 112.5]])
+    assert spaced_layout((0.0, 0.0, 10.0, 10.0), spacing_m=500.0, **LAYOUT_ARGS).count == 1
+
+
+def test_junction_layout_picks_the_busiest_junctions_of_a_real_network_apart():
+    xy, degree = junction_degrees(BOLOGNA_NET)
+    layout = junction_layout(BOLOGNA_NET, count=5, min_separation_m=0.0, **LAYOUT_ARGS)
+    top = np.sort(degree)[::-1][:5]
+    picked = [degree[np.flatnonzero((xy == p).all(axis=1))[0]] for p in layout.xy_m]
+    assert picked == top.tolist()
+    apart = junction_layout(BOLOGNA_NET, count=9, min_separation_m=300.0, **LAYOUT_ARGS)
+    d = apart.distances_m(apart.xy_m)
+    assert d[~np.eye(9, dtype=bool)].min() >= 300.0
+    with pytest.raises(MobilityError, match=r"only .* junctions are at least 2000.0 m apart"):
+        junction_layout(BOLOGNA_NET, count=3, min_separation_m=2000.0, **LAYOUT_ARGS)
+
+
+def test_file_layout_reads_per_rsu_columns_with_defaults(tmp_path):
+    path = tmp_path / "rsus.csv"
+    path.write_text("x,y,radius_m,bandwidth_hz\n0,0,100,\n50.5,-20,,5e6\n")
+    layout = file_layout(path, **LAYOUT_ARGS)
+    np.testing.assert_allclose(layout.xy_m, [[0, 0], [50.5, -20]])
+    np.testing.assert_allclose(layout.radius_m, [100, 300])
+    np.testing.assert_allclose(layout.height_m, [10, 10])
+    np.testing.assert_allclose(layout.bandwidth_hz, [1e6, 5e6])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("x,y\n0,0\n1,oops\n", r"line 3: y='oops' must be a finite number"),
+        ("x,y,radius_m\n0,0,-5\n", r"line 2: radius_m='-5' must be a finite number > 0"),
+        ("x,z\n0,0\n", r"line 1: header must be x, y"),
+        ("x,y\n", r"lists no RSUs"),
+    ],
+)
+def test_malformed_rsu_file_names_file_and_line(tmp_path, text, match):
+    path = tmp_path / "rsus.csv"
+    path.write_text(text)
+    with pytest.raises(MobilityError, match=rf"{path}.*{match}" if "line" in match else match):
+        file_layout(path, **LAYOUT_ARGS)
+
+
+def test_coverage_holes_are_measured_by_lane_length_and_by_positions():
+    one = RsuLayout(xy_m=np.array([[0.0, 0.0]]), radius_m=np.array([10.0]), height_m=np.zeros(1),
+                    bandwidth_hz=np.ones(1))
+    points = np.column_stack([np.arange(40.0) - 19.5, np.zeros(40)])  # a 40 m road centred on the RSU
+    assert uncovered_fraction(one, points) == pytest.approx(0.5)
+    assert uncovered_fraction(one, points, weights=np.where(np.abs(points[:, 0]) < 10, 3.0, 1.0)) == 0.25
+    assert uncovered_fraction(one, np.empty((0, 2))) == 0.0
+    samples, length = lane_samples(BOLOGNA_NET)
+    assert 10_000 < length.sum() < 200_000  # tens of km of lanes in a 1.8 km x 1.35 km district
+    xmin, ymin = samples.min(axis=0)
+    xmax, ymax = samples.max(axis=0)
+    whole = grid_layout((xmin, ymin, xmax, ymax), rows=1, cols=1, radius_m=5000.0, height_m=0.0, bandwidth_hz=1.0)
+    assert network_uncovered_fraction(whole, BOLOGNA_NET) == 0.0
+    sparse = junction_layout(BOLOGNA_NET, count=4, min_separation_m=400.0, **LAYOUT_ARGS)
+    assert 0.05 < network_uncovered_fraction(sparse, BOLOGNA_NET) < 0.95
+
+
+def test_malformed_net_file_names_file_and_line(tmp_path):
+    broken = tmp_path / "broken.net.xml"
+    broken.write_text('<net version="1.20">\n  <edge id="a">\n    <lane id="a_0" shape="0,0 1,1"/>\n  </net>\n')
+    with pytest.raises(MobilityError, match=rf"net file {broken}, line 4: malformed XML"):
+        junction_degrees(broken)
+
+
+def _circle(radius: float) -> RsuLayout:
+    return RsuLayout(xy_m=np.array([[0.0, 0.0], [1e4, 0.0]]), radius_m=np.array([radius, radius]),
+                     height_m=np.zeros(2), bandwidth_hz=np.ones(2))
+
+
+def test_dwell_time_on_a_straight_road_is_within_five_percent_of_the_true_exit():
+    layout, speed, offset = _circle(300.0), 13.9, 120.0
+    dt = 0.01
+    t = np.arange(0.0, 60.0, dt)
+    x = -250.0 + speed * t  # drives east along y = offset at constant speed
+    inside = np.hypot(x, offset) <= 300.0
+    true_exit = t[np.flatnonzero(inside)[-1]] + dt
+    n = len(t[inside][::200])
+    xy = np.column_stack([x[inside][::200], np.full(n, offset)])
+    estimate = dwell_time_s(layout, np.zeros(n, dtype=np.int64), xy, np.full(n, speed), np.zeros(n))
+    truth = true_exit - t[inside][::200]
+    assert n > 5 and np.all(np.abs(estimate - truth) <= 0.05 * truth)
+
+
+def test_dwell_time_edge_cases_and_heading():
+    layout = _circle(100.0)
+    xy = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [50.0, 0.0], [200.0, 0.0], [1e4 + 60.0, 0.0]])
+    serving = np.array([0, 0, 0, -1, 0, 1])
+    speed = np.array([10.0, 0.0, 10.0, 10.0, 10.0, 10.0])
+    heading = np.array([0.0, 0.0, np.pi / 2, 0.0, 0.0, np.pi])
+    np.testing.assert_allclose(dwell_time_s(layout, serving, xy, speed, heading), [10.0, np.inf, 10.0, 0.0, 0.0, 16.0])
+    assert dwell_time_s(layout, np.empty(0, dtype=np.int64), np.empty((0, 2)), np.empty(0), np.empty(0)).shape == (0,)

@@ -1,11 +1,15 @@
 """SumoMobility against a real (small) SUMO grid, with both backends."""
 
+import subprocess
+
 import numpy as np
 import psutil
 import pytest
+from sumolib.miscutils import getFreeSocketPort
 
+from mobility import sumo as sumo_module
 from mobility.errors import MobilityError
-from mobility.netgen import SumoFiles, grid_scenario
+from mobility.netgen import SumoFiles, grid_scenario, sumo_home
 from mobility.snapshot import Snapshot
 from mobility.sumo import SumoMobility
 
@@ -112,7 +116,7 @@ def test_sumo_errors_carry_sumo_message_and_leave_libsumo_usable(files, tmp_path
     bad_routes = tmp_path / "bad.rou.xml"
     bad_routes.write_text('<routes><vehicle id="x" depart="0" route="no_such_route"/></routes>')
     with pytest.raises(MobilityError, match="no_such_route"):
-        SumoMobility(SumoFiles(net=files.net, routes=bad_routes), step_length_s=STEP_S, seed=1, backend=backend)
+        SumoMobility(SumoFiles(net=files.net, routes=(bad_routes,)), step_length_s=STEP_S, seed=1, backend=backend)
     with SumoMobility(files, step_length_s=STEP_S, seed=1) as mobility:
         assert mobility.advance(30.0).count > 0
 
@@ -126,3 +130,55 @@ def test_sumo_process_dying_raises_mobility_error(files):
         sumo_process.wait(timeout=10)
         with pytest.raises(MobilityError, match=r"advancing to 10\.0 s"):
             mobility.advance(10.0)
+
+
+def test_malformed_net_file_names_file_and_line(files, tmp_path):
+    broken = tmp_path / "broken.net.xml"
+    broken.write_text("\n".join(files.net.read_text().splitlines()[:30]))  # truncated mid-file
+    for backend in ("libsumo", "traci"):
+        with pytest.raises(MobilityError, match=rf"net file {broken}, line 30: malformed XML"):
+            SumoMobility(SumoFiles(net=broken, routes=files.routes), step_length_s=STEP_S, seed=1, backend=backend)
+
+
+def test_gui_and_remote_need_traci_and_files_or_remote(monkeypatch):
+    with pytest.raises(MobilityError, match="need backend='traci'"):
+        SumoMobility(None, step_length_s=STEP_S, seed=1, remote=("localhost", 1))
+    with pytest.raises(MobilityError, match="needs SUMO files"):
+        SumoMobility(None, step_length_s=STEP_S, seed=1, backend="traci")
+    monkeypatch.setattr(sumo_module, "_REMOTE_RETRIES", 0)  # nobody listens: fail at once
+    with pytest.raises(MobilityError, match="cannot attach to SUMO at localhost:"):
+        SumoMobility(None, step_length_s=STEP_S, seed=1, backend="traci", remote=("localhost", getFreeSocketPort()))
+
+
+def test_attach_to_a_sumo_started_elsewhere_matches_own_run(files):
+    times = [5.0, 20.0, 45.0]
+    port = getFreeSocketPort()
+    routes = ",".join(str(p) for p in files.routes)
+    sumo = subprocess.Popen(
+        [str(sumo_home() / "bin" / "sumo"), "-n", str(files.net), "-r", routes, "--step-length", str(STEP_S),
+         "--seed", "2", "--no-step-log", "--no-warnings", "--remote-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with SumoMobility(None, step_length_s=STEP_S, seed=2, backend="traci", remote=("localhost", port)) as remote:
+            assert remote.net_file is None
+            attached = [remote.advance(t) for t in times]
+        assert sumo.wait(timeout=10) == 0  # close() ended the remote simulation cleanly
+    finally:
+        if sumo.poll() is None:
+            sumo.kill()
+            sumo.wait()
+    assert _identical(attached, _run(files, seed=2, times=times))
+
+
+def test_teleporting_vehicles_leave_the_snapshot_and_come_back(files):
+    # A 1 s jam tolerance makes SUMO teleport cars queued at junctions; while teleporting they are on no lane.
+    last_seen: dict[str, int] = {}
+    returns = 0
+    with SumoMobility(files, step_length_s=STEP_S, seed=1, time_to_teleport_s=1.0) as mobility:
+        xmin, ymin, xmax, ymax = mobility.bounds()
+        for k, t in enumerate(np.arange(1.0, 120.0, STEP_S)):
+            snap = mobility.advance(float(t))
+            assert np.all((snap.xy_m >= [xmin, ymin]) & (snap.xy_m <= [xmax, ymax]))  # no -2^30 placeholders
+            returns += sum(last_seen.get(v, k - 1) != k - 1 for v in snap.ids.tolist())
+            last_seen.update(dict.fromkeys(snap.ids.tolist(), k))
+    assert returns > 0

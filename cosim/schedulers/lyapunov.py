@@ -1,0 +1,167 @@
+"""Seed 001: Lyapunov online scheduling with optimal FDMA bandwidth, and its AABA and GS baselines.
+
+Per round the Lyapunov scheduler minimises the drift-plus-penalty  Q·τ − V(t)·w(t)·|S|  over sets S, where τ is the
+set's planned transmission delay max_k L/R_k and Q the virtual queue of the average-delay budget τ̄. Forms used here:
+V(t) = v0·τ̄²/sqrt(t+1) (decreasing; the τ̄² makes v0 dimensionless) and w(t) = 1 + t/weight_horizon_rounds
+(increasing: later rounds weigh more in Theorem 1's bound). Q grows by the PLANNED transmission delay in `observe`,
+not the realised round duration, which also holds compute and download time that the scheduler neither models nor
+controls (feeding that in would make the queue grow without bound whenever compute alone exceeds τ̄).
+
+Set expansion (Algorithm 1, Theorem 2): within an RSU an optimal set is the vehicles with the largest a = p·h/N0, so
+each RSU r has a delay ladder τ_r(1) < τ_r(2) < ... over its best-first prefixes. Across RSUs (each with its own band)
+the set is grown one vehicle at a time, always from the RSU whose next rung is lowest; every set on that path has the
+most vehicles possible for its delay, so the minimum of the objective along the path is the minimum over all subsets.
+The whole path is scanned: stopping at the first increase (the paper's termination rule) is not exact, because τ(n)
+can be concave in n (near-identical channels at high SNR), and then the objective has more than one local minimum.
+A round always schedules at least its best vehicle: an empty round only idles the co-simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from cosim.bandwidth import LN2, equal_finish_split, required_bandwidth_hz, snr_bandwidth_hz
+from cosim.schedulers.base import Observation, Plan, RoundFeedback, SchedulerConfig, equal_share, register
+
+# Delays of one RSU's best-first prefixes: (upload bits, a sorted descending, the RSU's band) -> τ(1..n).
+PrefixDelays = Callable[[float, np.ndarray, float], np.ndarray]
+
+
+def optimal_prefix_delays(bits: float, a_sorted: np.ndarray, band_hz: float) -> np.ndarray:
+    """τ(n) with the band split so that the n best finish together (P2), every prefix solved in one batch."""
+    rows, cols = np.tril_indices(len(a_sorted))
+    return equal_finish_split(bits, a_sorted[cols], rows, np.full(len(a_sorted), band_hz))[0]
+
+
+def equal_prefix_delays(bits: float, a_sorted: np.ndarray, band_hz: float) -> np.ndarray:
+    """τ(n) with the band split equally (AABA): the n-th best, slowest of the prefix, sets the delay."""
+    share = band_hz / np.arange(1, len(a_sorted) + 1)
+    return bits * LN2 / (share * np.log1p(a_sorted / share))
+
+
+def _run_start(sorted_keys: np.ndarray) -> np.ndarray:
+    """For each element of a sorted key array, the index at which its run of equal keys begins."""
+    begins = np.diff(sorted_keys, prepend=sorted_keys[:1] - 1) != 0
+    return np.maximum.accumulate(np.where(begins, np.arange(len(sorted_keys)), 0))
+
+
+def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray, queue_s: float,
+                  reward_s2: float, prefix_delays: PrefixDelays) -> tuple[np.ndarray, float]:
+    """Minimise queue·τ(S) − reward·|S| over non-empty S (see the module doc); candidates with a ≤ 0 are skipped.
+
+    Returns (chosen indices into a_hz, ascending; the chosen set's delay) — empty and 0 if nobody can upload.
+    """
+    usable = np.flatnonzero(np.isfinite(a_hz) & (a_hz > 0) & (rsu_bandwidth_hz[rsu] > 0))
+    if len(usable) == 0:
+        return usable, 0.0
+    order = usable[np.lexsort((-a_hz[usable], rsu[usable]))]  # by RSU, best first within each
+    rank = np.arange(len(order)) - _run_start(rsu[order])
+    delay = np.concatenate([  # rungs rise in theory; the running max keeps solver noise from breaking that
+        np.maximum.accumulate(prefix_delays(bits, a_hz[ladder], float(rsu_bandwidth_hz[rsu[ladder[0]]])))
+        for ladder in np.split(order, np.flatnonzero(rank == 0)[1:])])
+    path = np.lexsort((rank, delay))  # the lowest next rung first, so each ladder is climbed in order
+    objective = queue_s * delay[path] - reward_s2 * np.arange(1, len(path) + 1)
+    best = int(np.argmin(objective))
+    return np.sort(order[path[: best + 1]]), float(delay[path[best]])
+
+
+class _DelayBudgetConfig(SchedulerConfig):
+    tau_bar_s: float = Field(1.0, gt=0)  # the delay budget τ̄: on average (Lyapunov, AABA) or every round (GS)
+
+
+class _DriftPlusPenaltyConfig(_DelayBudgetConfig):
+    v0: float = Field(1.0, gt=0)  # V(t) = v0·τ̄²/sqrt(t+1): the worth of one more participant, in units of τ̄²
+    weight_horizon_rounds: float = Field(100.0, gt=0)  # w(t) = 1 + t/weight_horizon_rounds
+
+
+class LyapunovConfig(_DriftPlusPenaltyConfig):
+    name: Literal["lyapunov"]
+
+
+class AabaConfig(_DriftPlusPenaltyConfig):
+    name: Literal["aaba"]
+
+
+class GsConfig(_DelayBudgetConfig):
+    name: Literal["gs"]
+
+
+class _DriftPlusPenalty(ABC):
+    """The shared online loop: virtual queue, V(t)·w(t), set expansion over the subclass's delay ladder."""
+
+    prefix_delays: PrefixDelays
+
+    def __init__(self, config: _DriftPlusPenaltyConfig, rng: np.random.Generator) -> None:
+        del rng
+        self.config = config
+        self.queue_s = 0.0
+        self.planned_delay_s = 0.0
+
+    def reward_s2(self, round_index: int) -> float:
+        """V(t)·w(t): what one more participant is worth against queue × delay."""
+        c = self.config
+        return c.v0 * c.tau_bar_s**2 / math.sqrt(round_index + 1) * (1.0 + round_index / c.weight_horizon_rounds)
+
+    def plan(self, obs: Observation) -> Plan:
+        a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
+        chosen, self.planned_delay_s = set_expansion(obs.upload_bits, a, obs.rsu, obs.rsu_bandwidth_hz, self.queue_s,
+                                                     self.reward_s2(obs.round_index), self.prefix_delays)
+        return Plan(chosen, self.bandwidth_hz(obs, a, chosen))
+
+    @abstractmethod
+    def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        """The chosen vehicles' FDMA shares."""
+
+    def observe(self, feedback: RoundFeedback) -> None:
+        del feedback
+        self.queue_s = max(self.queue_s + self.planned_delay_s - self.config.tau_bar_s, 0.0)
+
+
+@register(LyapunovConfig)
+class Lyapunov(_DriftPlusPenalty):
+    """Seed 001's online algorithm: drift-plus-penalty sets, each RSU's band split so its uploads finish together."""
+
+    prefix_delays = staticmethod(optimal_prefix_delays)
+
+    def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        return equal_finish_split(obs.upload_bits, a[chosen], obs.rsu[chosen], obs.rsu_bandwidth_hz)[1]
+
+
+@register(AabaConfig)
+class Aaba(_DriftPlusPenalty):
+    """Adaptive average bandwidth allocation: the same objective and queue, but every RSU splits its band equally."""
+
+    prefix_delays = staticmethod(equal_prefix_delays)
+
+    def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        return equal_share(obs.rsu[chosen], obs.rsu_bandwidth_hz)
+
+
+@register(GsConfig)
+class Greedy:
+    """GS: τ ≤ τ̄ in every round. Best channels first, each given exactly what it needs to finish by τ̄, until the
+    rest of its RSU's band cannot carry one more (needs rise as a falls, so that is a best-first prefix per RSU).
+    The leftover band stays unused, as in the paper; a round where nobody fits schedules nobody."""
+
+    def __init__(self, config: GsConfig, rng: np.random.Generator) -> None:
+        del rng
+        self.tau_bar_s = config.tau_bar_s
+
+    def plan(self, obs: Observation) -> Plan:
+        a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
+        need = required_bandwidth_hz(obs.upload_bits / self.tau_bar_s, a)  # +inf where τ̄ is out of reach
+        reachable = np.flatnonzero(np.isfinite(need))
+        order = reachable[np.lexsort((need[reachable], obs.rsu[reachable]))]
+        used = np.cumsum(need[order])
+        used_before = np.r_[0.0, used[:-1]][_run_start(obs.rsu[order])]  # by the RSU's earlier (better) vehicles
+        chosen = np.sort(order[used - used_before <= obs.rsu_bandwidth_hz[obs.rsu[order]]])
+        return Plan(chosen, need[chosen])
+
+    def observe(self, feedback: RoundFeedback) -> None:
+        del feedback
