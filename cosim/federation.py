@@ -188,9 +188,10 @@ class FlatFederation:
         battery = float(world.batteries.level_j[slot])
         power_draw_w = self.compute_energy_j / self.compute_time_s
         busy = min(self.compute_time_s, deadline_at - env.now, battery / power_draw_w)
-        record.update(compute_start_s=env.now, compute_time_s=busy, compute_energy_j=busy * power_draw_w)
+        spent = battery if busy == battery / power_draw_w else busy * power_draw_w  # empty means exactly empty
+        record.update(compute_start_s=env.now, compute_time_s=busy, compute_energy_j=spent)
         yield env.timeout(busy)
-        world.batteries.drain(slot, busy * power_draw_w)
+        world.batteries.drain(slot, spent)
         record["compute_end_s"] = env.now
         if busy < self.compute_time_s:
             return finish("deadline" if env.now >= deadline_at else "battery")
@@ -200,7 +201,8 @@ class FlatFederation:
         limit = battery / power if by_battery else deadline_at - env.now
         up: TransferResult = yield from transfer(env, obs.upload_bits, world.link(vehicle, rsu, bandwidth, power),
                                                  limit, "battery" if by_battery else "deadline")
-        world.batteries.drain(slot, power * up.duration_s)
+        spent = battery if up.outcome == "battery" else power * up.duration_s
+        world.batteries.drain(slot, spent)
         record.update(upload_start_s=up.start_s, upload_end_s=up.end_s, upload_delay_s=up.duration_s,
-                      transmit_energy_j=power * up.duration_s)
+                      transmit_energy_j=spent)
         return finish(up.outcome)
