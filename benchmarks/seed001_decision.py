@@ -34,7 +34,8 @@ def decision_times_ms(config: LyapunovConfig | AabaConfig | GsConfig, vehicles: 
         gain = REFERENCE_GAIN * distance**-ALPHA * rng.exponential(size=vehicles)
         obs = Observation(
             round_index=t, time_s=float(t), vehicles=np.arange(vehicles), rsu=rsu, distance_m=distance, gain=gain,
-            speed_mps=np.zeros(vehicles), battery_j=np.ones(vehicles), tx_power_w=np.full(vehicles, POWER_W),
+            speed_mps=np.zeros(vehicles), dwell_s=np.full(vehicles, np.inf),
+            battery_j=np.ones(vehicles), tx_power_w=np.full(vehicles, POWER_W),
             compute_time_s=np.zeros(vehicles), rsu_bandwidth_hz=np.full(rsus, BAND_HZ / rsus),
             noise_psd_w_per_hz=NOISE_PSD, upload_bits=BITS, download_bits=BITS, deadline_s=np.inf)
         start = time.perf_counter()

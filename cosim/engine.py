@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -18,11 +17,8 @@ from cosim.trace import TraceWriter, package_versions
 from cosim.world import World
 from mobility.association import HandoverEvent
 from mobility.config import open_mobility, place_rsus
-
-
-def cache_dir() -> Path:
-    """Where generated SUMO networks and demand live (content-addressed, safe to delete)."""
-    return Path(os.environ.get("COSIM_CACHE", Path.home() / ".cache" / "cosim"))
+from mobility.netgen import default_cache_dir
+from mobility.rsu import network_uncovered_fraction
 
 
 def run_scenario(scenario: Scenario, out_dir: Path,
@@ -36,8 +32,11 @@ def run_scenario(scenario: Scenario, out_dir: Path,
     trace.flush(upload_bits=task.upload_bits, majority_rate=task.majority_rate)
     status = "interrupted"
     try:
-        with open_mobility(scenario.mobility, cache_dir(), scenario.seed) as mobility:
-            rsus = place_rsus(scenario.rsu, mobility.bounds())
+        with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed) as mobility:
+            rsus = place_rsus(scenario.rsu, mobility.bounds(), mobility.net_file)
+            if mobility.net_file is not None:
+                trace.manifest["uncovered_lane_fraction"] = network_uncovered_fraction(rsus, mobility.net_file)
+            trace.manifest["rsus"] = {"xy_m": rsus.xy_m.tolist(), "radius_m": rsus.radius_m.tolist()}
             env = simpy.Environment(initial_time=scenario.simulation.start_s)
             world = World(env, scenario, mobility, rsus, on_handovers=lambda events: trace.add(
                 "handovers", [_handover_row(event) for event in events]))
@@ -60,7 +59,7 @@ def run_scenario(scenario: Scenario, out_dir: Path,
 def _handover_row(event: HandoverEvent) -> dict[str, object]:
     kind = "attach" if event.from_rsu < 0 else "detach" if event.to_rsu < 0 else "handover"
     return {"time_s": event.time_s, "vehicle": event.vehicle, "from_rsu": event.from_rsu,
-            "to_rsu": event.to_rsu, "kind": kind}
+            "to_rsu": event.to_rsu, "kind": kind, "interruption_s": event.interruption_s}
 
 
 def _sample_vehicles(env: simpy.Environment, world: World, trace: TraceWriter,

@@ -105,11 +105,12 @@ class FlatFederation:
 
     def observe(self, round_index: int) -> tuple[Observation, np.ndarray]:
         w = self.world
-        rows = np.flatnonzero((w.serving >= 0) & (w.battery_j > 0))
+        rows = np.flatnonzero(w.can_transmit())
         n = len(rows)
         obs = Observation(
             round_index=round_index, time_s=self.env.now, vehicles=w.ids[rows], rsu=w.serving[rows],
             distance_m=w.distance_m[rows], gain=w.gain[rows], speed_mps=w.snapshot.speed_mps[rows],
+            dwell_s=w.dwell_s[rows],
             battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
             compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz,
             noise_psd_w_per_hz=w.noise_psd, upload_bits=self.task.upload_bits,

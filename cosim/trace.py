@@ -28,7 +28,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "idle_energy_j": "float64", "energy_j": "float64", "battery_j": "float64", "outcome": "string",
     },
     "handovers": {"time_s": "float64", "vehicle": "string", "from_rsu": "int64", "to_rsu": "int64",
-                  "kind": "string"},
+                  "kind": "string", "interruption_s": "float64"},
     "vehicles": {"time_s": "float64", "vehicle": "string", "x_m": "float64", "y_m": "float64",
                  "speed_mps": "float64", "rsu": "int64", "battery_j": "float64"},
 }

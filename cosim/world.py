@@ -23,7 +23,7 @@ from cosim.radio import shannon_rate_bps
 from cosim.rng import stream
 from cosim.scenario import ChannelConfig, Scenario
 from mobility.association import Association, HandoverEvent
-from mobility.rsu import RsuLayout
+from mobility.rsu import RsuLayout, dwell_time_s
 from mobility.snapshot import Mobility, Snapshot
 
 
@@ -44,7 +44,8 @@ class World:
         self.rsu_tx_power_w = scenario.rsu.tx_power_w
         self.device = scenario.energy.device()
         self.association = Association(hysteresis_db=scenario.rsu.hysteresis_db,
-                                       time_to_trigger_s=scenario.rsu.time_to_trigger_s)
+                                       time_to_trigger_s=scenario.rsu.time_to_trigger_s,
+                                       interruption_s=scenario.rsu.handover_interruption_s)
         self.large_scale = LargeScaleChannel(_pathloss_model(ch), ch.carrier_hz, rsus.count,
                                              stream(scenario.seed, "shadowing"))
         self.fading = _FastFading(ch, rsus.count, stream(scenario.seed, "fading"))
@@ -52,6 +53,7 @@ class World:
         self.snapshot = Snapshot.empty(env.now)
         self.serving = np.zeros(0, dtype=np.int64)
         self.distance_m = np.zeros(0)
+        self.dwell_s = np.zeros(0)
         self.gain = np.zeros(0)
         self.slot = np.zeros(0, dtype=np.int64)
         self.batteries = Batteries()
@@ -85,6 +87,7 @@ class World:
         fading = self.fading.serving_links(snap, rows, column)
         self.gain = np.where(serving >= 0, db_to_linear(-loss_db[rows, column]) * fading, 0.0)
         self.distance_m = np.where(serving >= 0, distance_2d[rows, column], np.nan)
+        self.dwell_s = dwell_time_s(self.rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
         self.serving = serving
         self._assign_slots(snap.ids)
         self.snapshot = snap
@@ -96,6 +99,11 @@ class World:
         newcomers = np.flatnonzero(~known)
         slot[newcomers] = self.batteries.add(self.device.battery_j, len(newcomers))
         self.slot = slot
+
+    def can_transmit(self) -> np.ndarray:
+        """(n,) served, not inside a handover interruption, battery not empty: who a scheduler may pick."""
+        interrupted = self.association.interrupted(self.env.now)
+        return (self.serving >= 0) & ~interrupted & (self.battery_j > 0)
 
     @property
     def battery_j(self) -> np.ndarray:

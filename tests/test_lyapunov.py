@@ -26,7 +26,7 @@ def observation(gain, rsu, bands, round_index=0):
     return Observation(
         round_index=round_index, time_s=float(round_index), vehicles=np.array([f"v{i}" for i in range(n)]),
         rsu=np.asarray(rsu), distance_m=np.full(n, 100.0), gain=np.asarray(gain, dtype=float),
-        speed_mps=np.zeros(n), battery_j=np.full(n, 100.0), tx_power_w=np.full(n, POWER_W),
+        speed_mps=np.zeros(n), dwell_s=np.full(n, np.inf), battery_j=np.full(n, 100.0), tx_power_w=np.full(n, POWER_W),
         compute_time_s=np.ones(n), rsu_bandwidth_hz=np.asarray(bands, dtype=float), noise_psd_w_per_hz=NOISE,
         upload_bits=BITS, download_bits=BITS, deadline_s=10.0)
 

@@ -17,6 +17,8 @@ from mobility.snapshot import Snapshot
 class StraightRoad:
     """`n` vehicles driving along y = 50 m at `speed` m/s, staggered by 40 m."""
 
+    net_file = None
+
     def __init__(self, n=6, speed=15.0):
         self.n, self.speed = n, speed
 

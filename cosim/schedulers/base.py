@@ -21,6 +21,7 @@ class Observation:
     distance_m: np.ndarray  # (n,) to the serving RSU
     gain: np.ndarray  # (n,) linear channel power gain to the serving RSU (path loss × shadowing × fading)
     speed_mps: np.ndarray  # (n,)
+    dwell_s: np.ndarray  # (n,) estimated time left in the serving RSU's coverage (straight-line extrapolation)
     battery_j: np.ndarray  # (n,)
     tx_power_w: np.ndarray  # (n,)
     compute_time_s: np.ndarray  # (n,) local training time from the device profile
