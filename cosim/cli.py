@@ -52,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(scenario: Scenario, out_dir: Path, quiet: bool) -> int:
     from tqdm import tqdm  # heavy imports only when a run is asked for
+    from transformers.utils import logging as transformers_logging
 
     from cosim.engine import run_scenario
     from cosim.federation import RoundSummary
     from mobility.errors import MobilityError
 
+    transformers_logging.disable_progress_bar()  # one progress bar: the run's
     accuracy = math.nan
     with tqdm(total=scenario.simulation.rounds, desc=scenario.name, unit="round", disable=quiet) as bar:
 
@@ -110,6 +112,8 @@ def summary_table(rounds: pd.DataFrame, handovers: pd.DataFrame, manifest: dict[
         ("uploaded", f"{rounds['upload_bytes'].sum() / 1e6:.1f} MB"),
         ("vehicle energy", f"{rounds['energy_j'].sum():.1f} J"),
         ("handovers", f"{int((handovers['kind'] == 'handover').sum())}"),
+        ("uncovered lane length", f"{manifest['uncovered_lane_fraction']:.1%}" if "uncovered_lane_fraction" in manifest
+         else "-"),
         ("final accuracy", f"{evaluated['accuracy'].iloc[-1]:.3f}" if len(evaluated) else "-"),
         ("majority-class rate", f"{manifest.get('majority_rate', math.nan):.3f}"),
         ("wall time", f"{manifest.get('wall_time_s', math.nan):.1f} s"),
