@@ -3,14 +3,15 @@ exactly the updates that arrived before the deadline."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import simpy
 
-from cosim.radio import TransferResult, transfer
+from cosim.radio import Link, TransferResult, transfer
 from cosim.scenario import LearningConfig, Scenario, ScenarioError
 from cosim.schedulers import Observation, Plan, RoundFeedback, Scheduler
 from cosim.trace import TraceWriter
@@ -52,10 +53,11 @@ class FederatedTask:
         self.global_state = trainable_state(self.model)
         self.upload_bits = upload_bits(self.global_state)
 
-    @property
-    def samples_per_round(self) -> int:
-        """Samples one vehicle processes locally in a round (what its compute time and energy scale with)."""
-        return self.cfg.local_steps * self.cfg.batch_size
+    def phases(self) -> list[Phase]:
+        """Flat federated LoRA: download the global adapter and head, train locally, upload them."""
+        samples = self.cfg.local_steps * self.cfg.batch_size
+        return [Phase("down", bits=self.upload_bits), Phase("compute", samples=samples),
+                Phase("up", bits=self.upload_bits)]
 
     def client_of(self, slot: np.ndarray) -> np.ndarray:
         return slot % self.cfg.clients
@@ -70,6 +72,16 @@ class FederatedTask:
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.global_state, self.eval_data)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a participant's round: a transfer of `bits` ("down" or "up") or `samples`' worth of local
+    computation on the vehicle ("compute")."""
+
+    kind: Literal["down", "compute", "up"]
+    bits: int = 0
+    samples: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,10 @@ class FlatFederation:
         self.scheduler = scheduler
         self.trace = trace
         self.on_round = on_round
-        self.compute_time_s = float(self.device.compute_time_s(task.samples_per_round))
-        self.compute_energy_j = float(self.device.compute_energy_j(task.samples_per_round))
+        phases = task.phases()
+        self.compute_time_s = float(sum(self.device.compute_time_s(p.samples) for p in phases))
+        self.upload_bits = sum(p.bits for p in phases if p.kind == "up")
+        self.download_bits = sum(p.bits for p in phases if p.kind == "down")
 
     def run(self) -> Generator[simpy.Event, object, None]:
         yield self.world.next_tick()  # the first mobility refresh: until then nobody is associated
@@ -113,8 +127,8 @@ class FlatFederation:
             dwell_s=w.dwell_s[rows],
             battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
             compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz,
-            noise_psd_w_per_hz=w.noise_psd, upload_bits=self.task.upload_bits,
-            download_bits=self.task.upload_bits, deadline_s=self.sim.round_deadline_s,
+            noise_psd_w_per_hz=w.noise_psd, upload_bits=self.upload_bits,
+            download_bits=self.download_bits, deadline_s=self.sim.round_deadline_s,
         )
         return obs, w.slot[rows]
 
@@ -143,8 +157,8 @@ class FlatFederation:
         self.trace.add("rounds", [{
             "round": round_index, "start_s": start, "end_s": end, "duration_s": end - start,
             "candidates": obs.count, "participants": len(records), "arrivals": int(arrived.sum()),
-            "drops": int((~arrived).sum()), "upload_bytes": int(arrived.sum()) * self.task.upload_bits // 8,
-            "download_bytes": len(records) * self.task.upload_bits // 8, "energy_j": float(energy.sum()),
+            "drops": int((~arrived).sum()), "upload_bytes": int(arrived.sum()) * self.upload_bits // 8,
+            "download_bytes": len(records) * self.download_bits // 8, "energy_j": float(energy.sum()),
             "train_loss": train_loss, "accuracy": accuracy, "loss": loss,
         }])
         self.on_round(RoundSummary(round_index, end, len(records), int(arrived.sum()),
@@ -152,58 +166,73 @@ class FlatFederation:
 
     def participate(self, obs: Observation, plan: Plan, j: int, slot: int,
                     deadline_at: float) -> Generator[simpy.Event, object, dict[str, Any]]:
-        """One vehicle's round: download, local compute, upload — each may fail, energy is spent regardless."""
+        """One vehicle's round: the task's phases in order (transfers and local computation); the first failure ends
+        it, and the energy spent until then is spent regardless."""
         env, world = self.env, self.world
         i = int(plan.participants[j])
         vehicle, rsu, bandwidth = str(obs.vehicles[i]), int(obs.rsu[i]), float(plan.bandwidth_hz[j])
         power = float(obs.tx_power_w[i])
+        # Downlink on the same FDMA share; the RSU spreads its power evenly over its band.
+        links = {"up": world.link(vehicle, rsu, bandwidth, power),
+                 "down": world.link(vehicle, rsu, bandwidth,
+                                    self.rsu_tx_power_w * bandwidth / float(obs.rsu_bandwidth_hz[rsu]))}
         record: dict[str, Any] = {
             "round": obs.round_index, "vehicle": vehicle, "client": int(self.task.client_of(np.array(slot))),
             "rsu": rsu, "distance_m": float(obs.distance_m[i]), "gain_db": float(10 * np.log10(obs.gain[i])),
-            "rate_bps": world.rate_bps(bandwidth, power, float(obs.gain[i])),
-            "bandwidth_hz": bandwidth, "upload_bits": obs.upload_bits,
-            "compute_energy_j": 0.0, "transmit_energy_j": 0.0, "idle_energy_j": 0.0,
+            "rate_bps": world.rate_bps(bandwidth, power, float(obs.gain[i])), "bandwidth_hz": bandwidth,
+            "download_bits": obs.download_bits, "upload_bits": obs.upload_bits,
+            "download_s": 0.0, "compute_time_s": 0.0, "upload_delay_s": 0.0,
+            "compute_energy_j": 0.0, "transmit_energy_j": 0.0,
         }
         record.update(dict.fromkeys(("download_start_s", "download_end_s", "compute_start_s", "compute_end_s",
-                                     "compute_time_s", "upload_start_s", "upload_end_s", "upload_delay_s"),
-                                    float("nan")))
+                                     "upload_start_s", "upload_end_s"), float("nan")))
+        outcome = "arrived"
+        for phase in self.task.phases():
+            column = {"down": "download", "up": "upload", "compute": "compute"}[phase.kind]
+            if math.isnan(record[f"{column}_start_s"]):
+                record[f"{column}_start_s"] = env.now
+            if phase.kind == "compute":
+                outcome = yield from self._compute(phase.samples, slot, deadline_at, record)
+            else:
+                outcome = yield from self._transfer(phase.bits, links[phase.kind], power if phase.kind == "up" else 0.0,
+                                                    slot, deadline_at, record, column)
+            record[f"{column}_end_s"] = env.now
+            if outcome != "arrived":
+                break
+        busy_s = record["compute_time_s"] + record["upload_delay_s"]
+        idle = world.batteries.drain(slot, self.device.idle_power_w * (env.now - obs.time_s - busy_s))
+        record["idle_energy_j"] = float(idle[0])
+        record["energy_j"] = record["compute_energy_j"] + record["transmit_energy_j"] + record["idle_energy_j"]
+        record["battery_j"] = float(world.batteries.level_j[slot])
+        record["outcome"] = outcome
+        return record
 
-        def finish(outcome: str) -> dict[str, Any]:
-            busy_s = np.nan_to_num(record["compute_time_s"]) + np.nan_to_num(record["upload_delay_s"])
-            idle = world.batteries.drain(slot, self.device.idle_power_w * (env.now - obs.time_s - busy_s))
-            record["idle_energy_j"] = float(idle[0])
-            record["energy_j"] = record["compute_energy_j"] + record["transmit_energy_j"] + record["idle_energy_j"]
-            record["battery_j"] = float(world.batteries.level_j[slot])
-            record["outcome"] = outcome
-            return record
+    def _compute(self, samples: float, slot: int, deadline_at: float,
+                 record: dict[str, Any]) -> Generator[simpy.Event, object, str]:
+        """Local computation: stops at the deadline or when the battery is empty, whichever comes first."""
+        needed_s = float(self.device.compute_time_s(samples))
+        draw_w = self.device.compute_power_w
+        battery = float(self.world.batteries.level_j[slot])
+        busy = min(needed_s, deadline_at - self.env.now, battery / draw_w)
+        spent = battery if busy == battery / draw_w else busy * draw_w  # empty means exactly empty
+        yield self.env.timeout(busy)
+        self.world.batteries.drain(slot, spent)
+        record["compute_time_s"] += busy
+        record["compute_energy_j"] += spent
+        if busy < needed_s:
+            return "deadline" if self.env.now >= deadline_at else "battery"
+        return "arrived"
 
-        # Downlink on the same FDMA share; the RSU spreads its power evenly over its band.
-        rsu_power_w = self.rsu_tx_power_w * bandwidth / float(obs.rsu_bandwidth_hz[rsu])
-        down: TransferResult = yield from transfer(
-            env, obs.download_bits, world.link(vehicle, rsu, bandwidth, rsu_power_w), deadline_at - env.now)
-        record.update(download_start_s=down.start_s, download_end_s=down.end_s)
-        if not down.ok:
-            return finish(down.outcome)
-
-        # Local training: stops at the deadline or when the battery is empty, whichever comes first.
-        battery = float(world.batteries.level_j[slot])
-        power_draw_w = self.compute_energy_j / self.compute_time_s
-        busy = min(self.compute_time_s, deadline_at - env.now, battery / power_draw_w)
-        spent = battery if busy == battery / power_draw_w else busy * power_draw_w  # empty means exactly empty
-        record.update(compute_start_s=env.now, compute_time_s=busy, compute_energy_j=spent)
-        yield env.timeout(busy)
-        world.batteries.drain(slot, spent)
-        record["compute_end_s"] = env.now
-        if busy < self.compute_time_s:
-            return finish("deadline" if env.now >= deadline_at else "battery")
-
-        battery = float(world.batteries.level_j[slot])
-        by_battery = battery / power < deadline_at - env.now
-        limit = battery / power if by_battery else deadline_at - env.now
-        up: TransferResult = yield from transfer(env, obs.upload_bits, world.link(vehicle, rsu, bandwidth, power),
-                                                 limit, "battery" if by_battery else "deadline")
-        spent = battery if up.outcome == "battery" else power * up.duration_s
-        world.batteries.drain(slot, spent)
-        record.update(upload_start_s=up.start_s, upload_end_s=up.end_s, upload_delay_s=up.duration_s,
-                      transmit_energy_j=spent)
-        return finish(up.outcome)
+    def _transfer(self, bits: int, link: Link, power_w: float, slot: int, deadline_at: float, record: dict[str, Any],
+                  column: str) -> Generator[simpy.Event, object, str]:
+        """A transfer that must finish by the deadline; an upload also stops when the battery runs out."""
+        limit, reason = deadline_at - self.env.now, "deadline"
+        battery = float(self.world.batteries.level_j[slot])
+        if power_w > 0 and battery / power_w < limit:
+            limit, reason = battery / power_w, "battery"
+        result: TransferResult = yield from transfer(self.env, bits, link, limit, reason)
+        spent = battery if result.outcome == "battery" else power_w * result.duration_s
+        self.world.batteries.drain(slot, spent)
+        record["transmit_energy_j"] += spent
+        record["download_s" if column == "download" else "upload_delay_s"] += result.duration_s
+        return result.outcome

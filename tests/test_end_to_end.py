@@ -50,8 +50,10 @@ def test_round_invariants(tiny_runs):
     assert (arrived["upload_end_s"] >= arrived["upload_start_s"]).all()
     assert (arrived["upload_start_s"] >= arrived["compute_end_s"]).all()
     assert (arrived["compute_start_s"] >= arrived["download_end_s"]).all()
-    started = parts.dropna(subset=["upload_start_s"])
-    assert (started["upload_end_s"] >= started["upload_start_s"]).all()
+    for phase in ("download", "compute", "upload"):
+        started = parts.dropna(subset=[f"{phase}_start_s"])
+        assert (started[f"{phase}_end_s"] >= started[f"{phase}_start_s"]).all()
+    assert (parts["upload_delay_s"] <= parts["upload_end_s"].fillna(0) - parts["upload_start_s"].fillna(0) + 1e-9).all()
     deadline = run["manifest"]["scenario"]["simulation"]["round_deadline_s"]
     assert (rounds["duration_s"] <= deadline + 1e-9).all()
     assert (parts["energy_j"] >= 0).all() and (parts["battery_j"] >= 0).all()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import simpy
 
-from cosim.federation import FlatFederation
+from cosim.federation import FlatFederation, Phase
 from cosim.rng import stream
 from cosim.scenario import parse_scenario
 from cosim.schedulers import make_scheduler
@@ -40,9 +40,11 @@ class CountingTask:
 
     def __init__(self, upload_bits=2_000_000):
         self.upload_bits = upload_bits
-        self.samples_per_round = 32
         self.cfg = parse_scenario({}).learning
         self.trained = []
+
+    def phases(self):
+        return [Phase("down", bits=self.upload_bits), Phase("compute", samples=32), Phase("up", bits=self.upload_bits)]
 
     def client_of(self, slot):
         return slot
