@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, generated_network, osm_network, random_demand
 from mobility.rsu import RsuLayout, file_layout, grid_layout, junction_layout, spaced_layout
+from mobility.static import StaticDiskMobility
 from mobility.sumo import SumoMobility
 from mobility.trace import TraceMobility, record_trace
 
@@ -118,8 +119,16 @@ DemandConfig = Annotated[
 ]
 
 
+class StaticDiskConfig(Table):
+    """source = "static-disk": the seed papers' setting, devices uniform in a disk around one server."""
+
+    devices: int = Field(20, ge=1)
+    radius_m: Positive = 500.0
+
+
 class MobilityConfig(Table):
-    source: Literal["sumo", "trace"] = "sumo"
+    source: Literal["sumo", "trace", "static-disk"] = "sumo"
+    disk: StaticDiskConfig = StaticDiskConfig()
     trace: ExistingFile | None = None  # source = "trace": SUMO FCD .xml[.gz], .csv or .parquet
     backend: Literal["libsumo", "traci"] = "libsumo"
     gui: bool = False  # launch sumo-gui (backend = "traci")
@@ -186,8 +195,12 @@ def sumo_files(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoFiles:
     return SumoFiles(net=net, routes=routes, additional=tuple(config.additional))
 
 
-def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoMobility | TraceMobility:
-    """Start the scenario's mobility source: live SUMO on cached network and demand, or a trace replay."""
+def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int
+                  ) -> SumoMobility | TraceMobility | StaticDiskMobility:
+    """Start the scenario's mobility source: live SUMO on cached network and demand, a trace replay, or the static
+    disk of the seed papers."""
+    if config.source == "static-disk":
+        return StaticDiskMobility(config.disk.devices, config.disk.radius_m, seed)
     if config.source == "trace":
         assert config.trace is not None  # guaranteed by MobilityConfig validation
         return TraceMobility(config.trace, net_file=config.net_file_given)
