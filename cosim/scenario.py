@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
 from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
@@ -16,6 +16,19 @@ from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
 BUILTIN_DATASETS = ("sst2",)
+
+
+def builtin_or_directory(builtins: tuple[str, ...], alternative: str) -> AfterValidator:
+    """Accept a built-in name or an existing directory, else say which names exist."""
+
+    def check(value: str) -> str:
+        if value in builtins or Path(value).is_dir():
+            return value
+        raise ValueError(f"must be one of {', '.join(builtins)} or {alternative}")
+
+    return AfterValidator(check)
+
+
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
 
@@ -79,8 +92,9 @@ class EnergyConfig(Section):
 
 
 class LearningConfig(Section):
-    model: str = "minilm"  # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
-    dataset: str = "sst2"
+    # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
+    model: Annotated[str, builtin_or_directory(BUILTIN_MODELS, "a Hugging Face checkpoint directory")] = "minilm"
+    dataset: Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train.tsv and dev.tsv")] = "sst2"
     clients: int = Field(100, ge=1)
     samples_per_client: int = Field(64, ge=1)
     partition: Literal["iid", "dirichlet"] = "iid"
@@ -96,20 +110,6 @@ class LearningConfig(Section):
     local_steps: int = Field(2, ge=1)
     eval_every: int = Field(5, ge=1)
     eval_samples: int = Field(872, ge=1)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, model: str) -> str:
-        if model in BUILTIN_MODELS or Path(model).is_dir():
-            return model
-        raise ValueError(f"must be one of {', '.join(BUILTIN_MODELS)} or a Hugging Face checkpoint directory")
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, dataset: str) -> str:
-        if dataset in BUILTIN_DATASETS or Path(dataset).is_dir():
-            return dataset
-        raise ValueError(f"must be one of {', '.join(BUILTIN_DATASETS)} or a directory with train.tsv and dev.tsv")
 
 
 class TraceConfig(Section):

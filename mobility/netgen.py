@@ -147,13 +147,19 @@ def file_digest(path: Path) -> str:
 def check_xml(path: Path, what: str) -> None:
     """Fail early, naming the file and line, on XML that SUMO would reject with a bare "Process Error" (libsumo
     reports its parse errors on stderr only)."""
-    parser = xml.parsers.expat.ParserCreate()
+    parse_xml(path, xml.parsers.expat.ParserCreate(), what)
+
+
+def parse_xml(path: Path, parser: xml.parsers.expat.XMLParserType, what: str) -> None:
+    """Run an expat parser over a (possibly gzipped) file; malformed or unreadable files raise a MobilityError
+    naming the file, the line and the fix."""
     try:
         with (gzip.open if Path(path).name.lower().endswith(".gz") else open)(path, "rb") as handle:
             parser.ParseFile(handle)
     except xml.parsers.expat.ExpatError as exc:
         raise MobilityError(f"{what} file {path}, line {exc.lineno}: malformed XML "
-                            f"({xml.parsers.expat.ErrorString(exc.code)}); regenerate or fix the file") from None
+                            f"({xml.parsers.expat.ErrorString(exc.code)}); is it truncated? regenerate or fix "
+                            "the file") from None
     except (OSError, EOFError) as exc:
         raise MobilityError(f"{what} file {path} cannot be read ({exc}); fix the path or the file") from None
 

@@ -7,7 +7,6 @@ drive replay identically.
 
 from __future__ import annotations
 
-import gzip
 import os
 import tempfile
 import xml.parsers.expat
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mobility.errors import MobilityError
+from mobility.netgen import parse_xml
 from mobility.snapshot import Mobility, Snapshot, sumo_angle_to_heading
 
 TRACE_COLUMNS = ("id", "t", "x", "y", "speed")
@@ -96,15 +96,7 @@ def _read_fcd_xml(path: Path) -> pd.DataFrame:
 
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            parser.ParseFile(handle)
-    except xml.parsers.expat.ExpatError as exc:
-        raise MobilityError(f"trace file {path}, line {exc.lineno}: malformed XML "
-                            f"({xml.parsers.expat.ErrorString(exc.code)}); is the file truncated?") from None
-    except (OSError, EOFError) as exc:
-        raise MobilityError(f"trace file {path} cannot be read: {exc}") from exc
+    parse_xml(path, parser, "trace")
     frame = pd.DataFrame(columns)
     spacing = np.diff(np.unique(frame["t"].to_numpy(dtype=np.float64)))
     if len(spacing):

@@ -1,0 +1,201 @@
+"""Split federated LoRA (seed 001): the embedding and the task head run on each vehicle, the LoRA-adapted encoder on
+the edge server. Vehicles upload embeddings, the server returns encoder features, each vehicle steps its own head
+and uploads the feature gradients, and the server back-propagates them into one averaged update of the global LoRA
+matrices. All scheduled clients share a single batched encoder pass, which gives the same update as the literal
+per-client exchange because the averaged LoRA gradient is the gradient of the sum of per-client losses over |S_t|."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.aggregate import fedavg
+from models.backbone import SplitClassifier
+from models.data import EncodedData, trim_padding
+from models.device import autocast
+from models.evaluate import evaluate
+from models.trainer import ClientUpdate, LocalTrainer, batch_indices
+
+SERVER_OPTIMIZERS = ("sgd", "adam")
+ENCODER = "encoder."
+HEAD = "head."
+
+
+@dataclass(frozen=True)
+class SplitPayload:
+    """Bits on the air for one client in one split round (payload only, no protocol overhead). Embeddings, features
+    and feature gradients are all token-level b×ℓ×d tensors: the head pools over tokens on the vehicle, so the server
+    must return every token's feature and receives every token's gradient. ℓ is the wire length (the padded
+    max_length), not the trimmed compute length. Not counted: the attention mask (b lengths, negligible) and the
+    labels, which never leave the vehicle. No LoRA matrices travel: the server holds them and computes their
+    gradient itself, so unlike flat federated LoRA the payload does not depend on the rank."""
+
+    embeddings_up: int  # E_k = embedding(x_k), vehicle -> server
+    features_down: int  # F_k = encoder_θ(E_k), server -> vehicle
+    gradients_up: int  # ∂ℓ_k/∂F_k, vehicle -> server
+
+    @property
+    def uplink(self) -> int:
+        return self.embeddings_up + self.gradients_up
+
+    @property
+    def downlink(self) -> int:
+        return self.features_down
+
+
+def split_payload_bits(batch_size: int, seq_len: int, hidden_size: int, bits_per_value: int = 32) -> SplitPayload:
+    """Per-client bits of one split round for a b×ℓ×d exchange (see SplitPayload for what is and is not counted)."""
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("hidden_size", hidden_size),
+                        ("bits_per_value", bits_per_value)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    tensor_bits = batch_size * seq_len * hidden_size * bits_per_value
+    return SplitPayload(embeddings_up=tensor_bits, features_down=tensor_bits, gradients_up=tensor_bits)
+
+
+class SplitTrainer:
+    """The learning side of split federated LoRA: one global LoRA state on the server and one head per client
+    (persistent across rounds, all starting from the model's initial head). The model's own parameters are never
+    modified; states are swapped in with functional_call."""
+
+    def __init__(
+        self,
+        model: SplitClassifier,
+        data: EncodedData,
+        shards: Sequence[np.ndarray],
+        *,
+        batch_size: int,
+        server_lr: float,
+        head_lr: float,
+        seed: int,
+        server_optimizer: Literal["sgd", "adam"] = "sgd",
+    ) -> None:
+        if server_lr <= 0:
+            raise ValueError(f"server_lr must be > 0, got {server_lr}")
+        if server_optimizer not in SERVER_OPTIMIZERS:
+            raise ValueError(f"server_optimizer must be one of {SERVER_OPTIMIZERS}, got {server_optimizer!r}")
+        # The flat trainer validates batch size, seed and shards and holds the data on the device; reusing it also
+        # makes a split round draw exactly the batch that the first local step of flat training would.
+        self.local = LocalTrainer(model, data, shards, batch_size=batch_size, lr=head_lr, optimizer="sgd", seed=seed)
+        self.model, self.device, self.head_lr, self.seed = model, self.local.device, head_lr, seed
+        trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        self._lora = {
+            name.removeprefix(ENCODER): p.detach().float().clone().requires_grad_()
+            for name, p in sorted(trainable.items()) if name.startswith(ENCODER)
+        }
+        if not self._lora:
+            raise ValueError("the model has no trainable encoder parameters; call add_lora(model, ...) first")
+        clients = len(self.local.shards)
+        self._heads = {  # name -> (clients, *shape): every client's head, stacked so a round gathers by client
+            name.removeprefix(HEAD): p.detach().float().expand(clients, *p.shape).clone()
+            for name, p in sorted(trainable.items()) if name.startswith(HEAD)
+        }
+        self._trained = np.zeros(clients, dtype=bool)
+        optimizer = torch.optim.SGD if server_optimizer == "sgd" else torch.optim.Adam
+        self._server_optimizer = optimizer(list(self._lora.values()), lr=server_lr)
+
+    @property
+    def global_state(self) -> dict[str, torch.Tensor]:
+        """The global LoRA matrices (model parameter names, float32 CPU clones)."""
+        return {ENCODER + name: p.detach().cpu().clone() for name, p in self._lora.items()}
+
+    def head_state(self, client: int) -> dict[str, torch.Tensor]:
+        """Client's head (model parameter names, float32 CPU clones); with global_state it is a full trainable
+        state, as models.evaluate and models.lora.load_trainable_state expect."""
+        self._check_clients([client])
+        return {HEAD + name: stacked[client].cpu().clone() for name, stacked in self._heads.items()}
+
+    @property
+    def payload(self) -> SplitPayload:
+        """Per-client bits of one round at this trainer's batch size and the data's padded length."""
+        return split_payload_bits(self.local.batch_size, self.local.data.input_ids.shape[1],
+                                  self.model.config.hidden_size)
+
+    def batch(self, client: int, round_index: int) -> np.ndarray:
+        """The sample indices client draws in round_index: seeded by (seed, round_index, client) as in LocalTrainer,
+        so it does not depend on who else takes part."""
+        batch_seq, _ = np.random.SeedSequence([self.seed, round_index, client]).spawn(2)
+        return batch_indices(self.local.shards[client], self.local.batch_size, 1, np.random.default_rng(batch_seq))[0]
+
+    def round(self, clients: Sequence[int], round_index: int) -> float:
+        """One split round for the clients whose exchanges all arrived: each client's head takes one SGD step on
+        its own loss, the global LoRA takes one server step on the mean of their LoRA gradients. Returns the mean
+        of the clients' batch losses (before the step), NaN and no change when clients is empty."""
+        self._check_clients(clients)
+        if round_index < 0:
+            raise ValueError(f"round_index must be >= 0, got {round_index}")
+        if len(set(clients)) != len(clients):
+            raise ValueError(f"clients must be distinct, got {list(clients)}")
+        if not clients:
+            return float("nan")
+        batches = [self.batch(client, round_index) for client in clients]
+        rows = torch.as_tensor(np.concatenate(batches), device=self.device)
+        index = torch.as_tensor(clients, device=self.device)
+        sizes = torch.as_tensor([len(b) for b in batches], device=self.device)
+        owner = torch.repeat_interleave(index, sizes)
+        self.model.train()
+        heads = {name: stacked.requires_grad_() for name, stacked in self._heads.items()}
+        # Dropout draws from torch's global generator: fork it so the round depends only on (seed, round_index).
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, round_index]).generate_state(1)[0]))
+            logits = self._logits(self._lora, heads, owner, rows)
+        per_sample = F.cross_entropy(logits, self.local.data.labels[rows], reduction="none")
+        # Sum of per-client mean losses: each head gets exactly its own gradient, the LoRA gets Σ_k g_k.
+        total = (per_sample / torch.repeat_interleave(sizes, sizes)).sum()
+        self._server_optimizer.zero_grad(set_to_none=True)
+        grads = torch.autograd.grad(total, list(self._lora.values()) + list(heads.values()))
+        for param, grad in zip(self._lora.values(), grads, strict=False):
+            param.grad = grad / len(clients)
+        self._server_optimizer.step()
+        with torch.no_grad():
+            for stacked, grad in zip(heads.values(), grads[len(self._lora):], strict=True):
+                stacked.requires_grad_(False)
+                stacked[index] -= self.head_lr * grad[index]
+        self._trained[clients] = True
+        return float(total.detach()) / len(clients)
+
+    def _logits(
+        self, lora: Mapping[str, torch.Tensor], heads: Mapping[str, torch.Tensor], owner: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Vehicle embedding -> server encoder (global LoRA, one batch for all clients) -> each sample through its
+        owner's head (stacked head weights gathered per sample under vmap)."""
+        input_ids, attention_mask = trim_padding(self.local.data.input_ids[rows], self.local.data.attention_mask[rows])
+        model = self.model
+        with autocast(self.device):
+            with torch.no_grad():  # frozen, on the vehicle
+                embedded = model.embedding(input_ids=input_ids)
+            features = torch.func.functional_call(
+                model.encoder, dict(lora), (embedded, model.additive_mask(attention_mask, embedded.dtype)),
+                strict=False,
+            )[0]
+
+            def head(params: dict[str, torch.Tensor], hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return torch.func.functional_call(model.head, params, (hidden[None], mask[None]))[0]
+
+            gathered = {name: stacked[owner] for name, stacked in heads.items()}
+            logits = torch.func.vmap(head, randomness="different")(gathered, features, attention_mask)
+        return logits.float()
+
+    def evaluate(self, data: EncodedData) -> tuple[float, float]:
+        """(accuracy, loss) of the global LoRA with the shard-size-weighted average of the heads of the clients
+        that ever trained (the initial head if none has). The head is linear after pooling, so the averaged head's
+        logits are the weighted average of those clients' logits: the ensemble of the personal heads."""
+        trained = np.flatnonzero(self._trained)
+        if len(trained):
+            head = fedavg([ClientUpdate(int(c), self.head_state(int(c)), len(self.local.shards[c]), float("nan"))
+                           for c in trained])
+        else:
+            head = {HEAD + name: p.detach().float().cpu() for name, p in self.model.head.named_parameters()}
+        return evaluate(self.model, {**self.global_state, **head}, data)
+
+    def _check_clients(self, clients: Sequence[int]) -> None:
+        count = len(self.local.shards)
+        bad = [c for c in clients if not 0 <= c < count]
+        if bad:
+            raise ValueError(f"clients {bad} out of range: there are {count} shards (0..{count - 1})")
