@@ -38,7 +38,7 @@ def _import_libsumo() -> Any:
 
 
 class SumoMobility:
-    """Steps a SUMO simulation on demand and reads all vehicles with one context subscription per step."""
+    """Steps a SUMO simulation on demand and reads every vehicle's position, speed and heading once per tick."""
 
     # libsumo holds one simulation per process; remember who owns it to fail clearly instead of corrupting it.
     _libsumo_owner: ClassVar[SumoMobility | None] = None
@@ -111,13 +111,17 @@ class SumoMobility:
         if backend == "libsumo":
             SumoMobility._libsumo_owner = self
         try:
-            self._api.simulation.subscribeContext(
-                "", _CMD_GET_VEHICLE_VARIABLE, 1e9, [_VAR_POSITION, _VAR_SPEED, _VAR_ANGLE]
-            )
+            if backend == "traci":
+                # One message per tick instead of three per vehicle. libsumo reads vehicles directly instead: a
+                # context subscription makes SUMO run a network-wide spatial query inside every step, which costs
+                # more than the in-process getter calls it saves.
+                self._api.simulation.subscribeContext(
+                    "", _CMD_GET_VEHICLE_VARIABLE, 1e9, [_VAR_POSITION, _VAR_SPEED, _VAR_ANGLE]
+                )
             self._bounds = self._lane_bounds()
             self._time_s = float(self._api.simulation.getTime())
-            # libsumo keeps the previous simulation's subscription results until the first step; SUMO inserts
-            # vehicles only while stepping, so before it the network is empty.
+            # SUMO inserts vehicles only while stepping, so before the first step the network is empty (and a
+            # subscription may still hold a previous simulation's results).
             self._stepped = False
         except self._errors as exc:
             self.close()
@@ -210,19 +214,31 @@ class SumoMobility:
                 self._stepped = True
             if not self._stepped:
                 return Snapshot.empty(self._time_s)
-            results = self._api.simulation.getContextSubscriptionResults("")
+            ids, xy, speed, angle_deg = self._read_vehicles()
         except self._errors as exc:
             raise self._failure(f"SUMO failed while advancing to {time_s} s", exc) from exc
-        return self._snapshot(results or {})
+        return self._snapshot(ids, xy, speed, angle_deg)
 
-    def _snapshot(self, results: dict[str, dict[int, Any]]) -> Snapshot:
-        if not results:
+    def _read_vehicles(self) -> tuple[list[str], list[Any], list[float], list[float]]:
+        """Every vehicle's id, position, speed and SUMO angle, in SUMO's order."""
+        if self._backend == "traci":
+            results = self._api.simulation.getContextSubscriptionResults("") or {}
+            values = results.values()
+            return (list(results), [v[_VAR_POSITION] for v in values], [v[_VAR_SPEED] for v in values],
+                    [v[_VAR_ANGLE] for v in values])
+        vehicle = self._api.vehicle
+        ids = vehicle.getIDList()
+        return (ids, [vehicle.getPosition(v) for v in ids], [vehicle.getSpeed(v) for v in ids],
+                [vehicle.getAngle(v) for v in ids])
+
+    def _snapshot(self, ids_list: list[str], positions: list[Any], speeds: list[float],
+                  angles_deg: list[float]) -> Snapshot:
+        if not ids_list:
             return Snapshot.empty(self._time_s)
-        ids = np.array(list(results), dtype=str)
-        values = list(results.values())
-        xy = np.array([v[_VAR_POSITION] for v in values], dtype=np.float64)
-        speed = np.array([v[_VAR_SPEED] for v in values], dtype=np.float64)
-        angle_deg = np.array([v[_VAR_ANGLE] for v in values], dtype=np.float64)
+        ids = np.array(ids_list, dtype=str)
+        xy = np.array(positions, dtype=np.float64).reshape(-1, 2)
+        speed = np.array(speeds, dtype=np.float64)
+        angle_deg = np.array(angles_deg, dtype=np.float64)
         keep = np.flatnonzero(xy[:, 0] > _INVALID_DOUBLE / 2)
         order = keep[np.argsort(ids[keep], kind="stable")]
         heading = sumo_angle_to_heading(angle_deg[order])
