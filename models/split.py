@@ -19,6 +19,7 @@ from models.backbone import SplitClassifier
 from models.data import EncodedData, trim_padding
 from models.device import autocast
 from models.evaluate import evaluate
+from models.lora import is_lora_a, is_lora_b
 from models.trainer import ClientUpdate, LocalTrainer, batch_indices
 
 SERVER_OPTIMIZERS = ("sgd", "adam")
@@ -84,15 +85,16 @@ class SplitTrainer:
         self.local = LocalTrainer(model, data, shards, batch_size=batch_size, lr=head_lr, optimizer="sgd", seed=seed)
         self.model, self.device, self.head_lr, self.seed = model, self.local.device, head_lr, seed
         trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-        self._lora = {
+        self._lora = {  # LoRA matrices only: a bare model has every encoder weight trainable, and none of them is one
             name.removeprefix(ENCODER): p.detach().float().clone().requires_grad_()
-            for name, p in sorted(trainable.items()) if name.startswith(ENCODER)
+            for name, p in sorted(trainable.items())
+            if name.startswith(ENCODER) and (is_lora_a(name) or is_lora_b(name))
         }
         if not self._lora:
-            raise ValueError("the model has no trainable encoder parameters; call add_lora(model, ...) first")
+            raise ValueError("the model's encoder has no LoRA matrices; call add_lora(model, ...) first")
         clients = len(self.local.shards)
         self._heads = {  # name -> (clients, *shape): every client's head, stacked so a round gathers by client
-            name.removeprefix(HEAD): p.detach().float().expand(clients, *p.shape).clone()
+            name.removeprefix(HEAD): p.detach().float().expand(clients, *p.shape).clone().requires_grad_()
             for name, p in sorted(trainable.items()) if name.startswith(HEAD)
         }
         self._trained = np.zeros(clients, dtype=bool)
@@ -108,13 +110,14 @@ class SplitTrainer:
         """Client's head (model parameter names, float32 CPU clones); with global_state it is a full trainable
         state, as models.evaluate and models.lora.load_trainable_state expect."""
         self._check_clients([client])
-        return {HEAD + name: stacked[client].cpu().clone() for name, stacked in self._heads.items()}
+        return {HEAD + name: stacked[client].detach().cpu().clone() for name, stacked in self._heads.items()}
 
     @property
     def payload(self) -> SplitPayload:
         """Per-client bits of one round at this trainer's batch size and the data's padded length."""
-        return split_payload_bits(self.local.batch_size, self.local.data.input_ids.shape[1],
-                                  self.model.config.hidden_size)
+        with torch.no_grad():  # the embedding's token count: the padded text length, or ViT's patches + [CLS]
+            seq_len = self.model.embedding(input_ids=self.local.data.input_ids[:1]).shape[1]
+        return split_payload_bits(self.local.batch_size, seq_len, self.model.config.hidden_size)
 
     def batch(self, client: int, round_index: int) -> np.ndarray:
         """The sample indices client draws in round_index: seeded by (seed, round_index, client) as in LocalTrainer,
@@ -139,22 +142,19 @@ class SplitTrainer:
         sizes = torch.as_tensor([len(b) for b in batches], device=self.device)
         owner = torch.repeat_interleave(index, sizes)
         self.model.train()
-        heads = {name: stacked.requires_grad_() for name, stacked in self._heads.items()}
         # Dropout draws from torch's global generator: fork it so the round depends only on (seed, round_index).
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(int(np.random.SeedSequence([self.seed, round_index]).generate_state(1)[0]))
-            logits = self._logits(self._lora, heads, owner, rows)
+            logits = self._logits(self._lora, self._heads, owner, rows)
         per_sample = F.cross_entropy(logits, self.local.data.labels[rows], reduction="none")
         # Sum of per-client mean losses: each head gets exactly its own gradient, the LoRA gets Σ_k g_k.
         total = (per_sample / torch.repeat_interleave(sizes, sizes)).sum()
-        self._server_optimizer.zero_grad(set_to_none=True)
-        grads = torch.autograd.grad(total, list(self._lora.values()) + list(heads.values()))
-        for param, grad in zip(self._lora.values(), grads, strict=False):
+        grads = torch.autograd.grad(total, [*self._lora.values(), *self._heads.values()])
+        for param, grad in zip(self._lora.values(), grads[: len(self._lora)], strict=True):
             param.grad = grad / len(clients)
         self._server_optimizer.step()
-        with torch.no_grad():
-            for stacked, grad in zip(heads.values(), grads[len(self._lora):], strict=True):
-                stacked.requires_grad_(False)
+        with torch.no_grad():  # each participant's own SGD step on its head; the others' heads are not touched
+            for stacked, grad in zip(self._heads.values(), grads[len(self._lora) :], strict=True):
                 stacked[index] -= self.head_lr * grad[index]
         self._trained[clients] = True
         return float(total.detach()) / len(clients)
