@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
-from models.lora import check_state
+from models.lora import check_state, resize_state, state_rank
 from models.trainer import ClientUpdate
 
 
@@ -28,3 +29,13 @@ def fedavg(updates: Sequence[ClientUpdate]) -> dict[str, torch.Tensor]:
         ).float()
         for name in sorted(reference)
     }
+
+
+def hetlora(updates: Sequence[ClientUpdate], rank: int) -> dict[str, torch.Tensor]:
+    """HetLoRA aggregation (Cho et al., 2024): every client's A (r_k, in) and B (out, r_k) zero-padded to the
+    global `rank`, then the sample-weighted average. Components beyond a client's rank count as zeros, so the
+    high-rank components are learnt by the clients that have them and damped by those that do not."""
+    above = [update.client for update in updates if state_rank(update.state) > rank]
+    if above:
+        raise ValueError(f"clients {above} hold adapters above rank {rank}; aggregate at the largest client rank")
+    return fedavg([dataclasses.replace(update, state=resize_state(update.state, rank)) for update in updates])

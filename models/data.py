@@ -1,11 +1,16 @@
-"""Text-classification data: the shipped SST-2 (or any GLUE-style TSV), tokenisation to fixed-length tensors, and
-IID / Dirichlet non-IID partitions of the samples over vehicles."""
+"""Classification data: the shipped GLUE tasks (SST-2 sentences; MRPC, QNLI, RTE sentence pairs), any GLUE-style
+TSV / CSV / parquet table, image folders and .npz image arrays; tokenisation to fixed-length tensors (cached on disk
+by content); IID / Dirichlet non-IID partitions of the samples over vehicles."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,26 +18,56 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mobility.netgen import default_cache_dir
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 DATASETS = Path(__file__).parent / "datasets"
-SHIPPED = {"sst2": {"train": DATASETS / "sst2" / "train.tsv.gz", "dev": DATASETS / "sst2" / "dev.tsv.gz"}}
+SHIPPED = {
+    name: {split: DATASETS / name / f"{split}.tsv.gz" for split in ("train", "dev")} for name in ("sst2", "mrpc", "rte")
+}
+# The official QNLI train split does not ship: its dev file is split reproducibly, 80 % train, 20 % dev.
+SHIPPED["qnli"] = {"train": DATASETS / "qnli" / "dev.tsv.gz", "dev": DATASETS / "qnli" / "dev.tsv.gz"}
+CARVED_TRAIN_FRACTION = {"qnli": 0.8}
+# Text columns in order of preference: pairs (GLUE RTE / QNLI / MRPC / QQP names), then single sentences.
+TEXT_COLUMNS = (
+    ("sentence1", "sentence2"), ("question", "sentence"), ("#1 String", "#2 String"), ("question1", "question2"),
+    ("sentence", None), ("text", None),
+)
+LABEL_COLUMNS = ("label", "Quality")
+GLUE_LABEL_NAMES = ("entailment", "not_entailment")  # GLUE's convention: sorted names, entailment = 0
+TABLE_SUFFIXES = (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".parquet")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_DIRICHLET_TRIES = 1000
 
 
 @dataclass(frozen=True)
 class TextClassificationData:
-    """Raw sentences with integer labels in [0, num_labels)."""
+    """Raw sentences (and, for pair tasks, their second sentences) with integer labels in [0, num_labels)."""
 
     texts: list[str]
     labels: np.ndarray
     num_labels: int
+    pairs: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class ImageClassificationData:
+    """Images (N, C, H, W) float32 with integer labels in [0, num_labels)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_labels: int
+
+
+Dataset = TextClassificationData | ImageClassificationData
 
 
 @dataclass(frozen=True)
 class EncodedData:
-    """Tokenised samples padded to one length, ready to index by mini-batch."""
+    """Samples as tensors ready to index by mini-batch: token ids padded to one length with their 0/1 mask, or
+    (for images) pixels (N, C, H, W) in input_ids with an (N, 1) mask of ones."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -42,53 +77,186 @@ class EncodedData:
         return len(self.labels)
 
 
-def load_dataset(name: str, split: str) -> TextClassificationData:
-    """'sst2' (shipped, splits 'train' / 'dev'), or a path to a GLUE-style TSV with a header row and columns
-    sentence, label (gzip or plain; split is then ignored)."""
+def load_dataset(name: str, split: str) -> Dataset:
+    """A shipped task ('sst2', 'mrpc', 'qnli', 'rte'; splits 'train' / 'dev'), a file (TSV / CSV / parquet table,
+    gzip or plain, or an .npz of images; split is then ignored), or a directory holding `{split}.<ext>` or a
+    `{split}/` folder of class subfolders of images."""
     if name in SHIPPED:
         if split not in SHIPPED[name]:
             raise ValueError(f"split {split!r} of dataset {name!r} does not exist; use one of {sorted(SHIPPED[name])}")
-        path = SHIPPED[name][split]
-    else:
-        path = Path(name)
-        if not path.is_file():
+        data = _read_table(SHIPPED[name][split])
+        if name in CARVED_TRAIN_FRACTION:
+            order = np.random.default_rng(0).permutation(len(data.labels))
+            cut = int(CARVED_TRAIN_FRACTION[name] * len(order))
+            data = subset(data, np.sort(order[:cut] if split == "train" else order[cut:]))
+        return replace(data, num_labels=2)
+    path = Path(name)
+    if path.is_dir():
+        candidates = [path / f"{split}{suffix}" for suffix in (*TABLE_SUFFIXES, ".npz")] + [path / split]
+        found = [candidate for candidate in candidates if candidate.exists()]
+        if not found:
             raise ValueError(
-                f"dataset {name!r}: not a shipped dataset ({sorted(SHIPPED)}) and no such file; "
-                f"give a GLUE-style TSV with columns sentence,label"
+                f"dataset directory {path} has no {split} split: expected one of "
+                f"{', '.join(candidate.name for candidate in candidates)}"
             )
-    # QUOTE_NONE: GLUE sentences contain bare quote characters that are text, not CSV quoting.
-    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, dtype={"sentence": str})
-    if not {"sentence", "label"} <= set(frame.columns):
-        raise ValueError(f"{path}: needs a header row with columns sentence and label, found {list(frame.columns)}")
-    labels = pd.to_numeric(frame["label"], errors="coerce")
-    if labels.isna().any() or (labels < 0).any() or (labels % 1 != 0).any():
-        raise ValueError(f"{path}: column label must hold non-negative integers (0, 1, ...)")
-    labels = labels.to_numpy(dtype=np.int64)
-    num_labels = 2 if name in SHIPPED else max(int(labels.max(initial=0)) + 1, 2)
-    return TextClassificationData(frame["sentence"].str.strip().tolist(), labels, num_labels)
+        path = found[0]
+        if path.is_dir():
+            return _read_image_folder(path)
+    elif not path.is_file():
+        raise ValueError(
+            f"dataset {name!r}: not a shipped dataset ({sorted(SHIPPED)}) and no such file or directory; give a "
+            f"GLUE-style table (sentence,label or sentence1,sentence2,label), an .npz of images or an image folder"
+        )
+    return _read_npz(path) if path.suffix == ".npz" else _read_table(path)
 
 
-def subset(data: TextClassificationData, indices: Sequence[int] | np.ndarray) -> TextClassificationData:
+def _read_table(path: Path) -> TextClassificationData:
+    """A GLUE-style table with a header row; text and label columns found by their GLUE names."""
+    if not path.name.endswith(TABLE_SUFFIXES):
+        raise ValueError(f"{path}: unknown table format; use one of {', '.join(TABLE_SUFFIXES)} or .npz")
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path).astype(str)
+    else:
+        # QUOTE_NONE for TSV: GLUE sentences contain bare quote characters that are text, not quoting. utf-8-sig
+        # drops MRPC's byte-order mark.
+        tsv = ".tsv" in path.suffixes
+        frame = pd.read_csv(path, sep="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+                            keep_default_na=False, dtype=str, encoding="utf-8-sig")
+    columns = set(frame.columns)
+    text = next(((a, b) for a, b in TEXT_COLUMNS if a in columns and (b is None or b in columns)), None)
+    label = next((column for column in LABEL_COLUMNS if column in columns), None)
+    if text is None or label is None:
+        raise ValueError(
+            f"{path}: needs a header row with columns sentence and label (or sentence1,sentence2 / question,sentence "
+            f"/ #1 String,#2 String for pairs), found {list(frame.columns)}"
+        )
+    labels, num_labels = _label_ids(frame[label], path)
+    first, second = text
+    pairs = None if second is None else frame[second].str.strip().tolist()
+    return TextClassificationData(frame[first].str.strip().tolist(), labels, num_labels, pairs)
+
+
+def _label_ids(column: pd.Series, path: Path) -> tuple[np.ndarray, int]:
+    """Integer labels as they are; label names mapped to ids in sorted order (GLUE's entailment = 0)."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    if not numbers.isna().any():
+        if (numbers < 0).any() or (numbers % 1 != 0).any():
+            raise ValueError(f"{path}: column {column.name} must hold non-negative integers (0, 1, ...) or names")
+        labels = numbers.to_numpy(dtype=np.int64)
+        return labels, max(int(labels.max(initial=0)) + 1, 2)
+    names = sorted(set(column))
+    if "" in names:
+        raise ValueError(f"{path}: column {column.name} has empty labels; every row needs a label")
+    names = list(GLUE_LABEL_NAMES) if set(names) <= set(GLUE_LABEL_NAMES) else names
+    ids = {name: index for index, name in enumerate(names)}
+    return column.map(ids).to_numpy(dtype=np.int64), max(len(names), 2)
+
+
+def _read_npz(path: Path) -> ImageClassificationData:
+    with np.load(path) as archive:
+        if not {"images", "labels"} <= set(archive.files):
+            raise ValueError(f"{path}: an image .npz needs arrays 'images' (N, H, W[, C]) and 'labels' (N,), "
+                             f"found {archive.files}")
+        images, labels = archive["images"], archive["labels"]
+    if images.ndim not in (3, 4) or len(images) != len(labels) or labels.ndim != 1:
+        raise ValueError(f"{path}: 'images' must be (N, H, W) or (N, H, W, C) and 'labels' (N,) with the same N; got "
+                         f"{images.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+        raise ValueError(f"{path}: 'labels' must hold non-negative integers")
+    labels = labels.astype(np.int64)
+    return ImageClassificationData(_channels_first(images), labels, max(int(labels.max(initial=0)) + 1, 2))
+
+
+def _read_image_folder(root: Path) -> ImageClassificationData:
+    """root/<class name>/*.png: one class per subfolder, labels in sorted class-name order."""
+    from PIL import Image
+
+    classes = sorted(child for child in root.iterdir() if child.is_dir())
+    files = [(label, file) for label, folder in enumerate(classes) for file in sorted(folder.iterdir())
+             if file.suffix.lower() in IMAGE_SUFFIXES]
+    if len(classes) < 2 or not files:
+        raise ValueError(f"{root}: an image folder needs at least two class subfolders holding "
+                         f"{'/'.join(IMAGE_SUFFIXES)} images")
+    images = []
+    for _, file in files:
+        with Image.open(file) as image:
+            images.append(np.asarray(image))
+        if images[-1].shape != images[0].shape:
+            raise ValueError(f"{file}: shape {images[-1].shape} differs from {files[0][1]}'s {images[0].shape}; "
+                             f"resize the images to one size")
+    labels = np.array([label for label, _ in files], dtype=np.int64)
+    return ImageClassificationData(_channels_first(np.stack(images)), labels, len(classes))
+
+
+def _channels_first(images: np.ndarray) -> np.ndarray:
+    """(N, H, W[, C]) -> (N, C, H, W) float32; 8-bit pixels scaled to [0, 1]."""
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    images = images[..., None] if images.ndim == 3 else images
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(scale)
+
+
+def subset(data: Dataset, indices: Sequence[int] | np.ndarray) -> Dataset:
     """The samples at `indices`, in that order, keeping num_labels (a shard may miss classes)."""
     indices = np.asarray(indices, dtype=np.int64)
-    return TextClassificationData([data.texts[i] for i in indices], data.labels[indices], data.num_labels)
+    if isinstance(data, ImageClassificationData):
+        return ImageClassificationData(data.images[indices], data.labels[indices], data.num_labels)
+    pairs = None if data.pairs is None else [data.pairs[i] for i in indices]
+    return TextClassificationData([data.texts[i] for i in indices], data.labels[indices], data.num_labels, pairs)
 
 
-def encode(data: TextClassificationData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> EncodedData:
-    """Tokenise once, padded / truncated to `max_length`, so every mini-batch is a cheap index into tensors."""
+def encode(data: Dataset, tokenizer: PreTrainedTokenizerBase | None, max_length: int) -> EncodedData:
+    """Tokenise once, padded / truncated to `max_length` (pairs as tokenizer(text_a, text_b)), so every mini-batch
+    is a cheap index into tensors. Token ids are cached under the cosim cache directory, keyed by the tokenizer's
+    content, the texts and max_length. Images need no tokenizer: pixels become input_ids, the mask is ones."""
+    labels = torch.tensor(data.labels, dtype=torch.int64)
+    if isinstance(data, ImageClassificationData):
+        return EncodedData(torch.from_numpy(data.images), torch.ones(len(labels), 1, dtype=torch.int64), labels)
+    if tokenizer is None:
+        raise ValueError("encode: text data needs the tokenizer that load_backbone returned with a text backbone")
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}")
-    batch = tokenizer(data.texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-    return EncodedData(
-        input_ids=batch["input_ids"].to(torch.int64),
-        attention_mask=batch["attention_mask"].to(torch.int64),
-        labels=torch.tensor(data.labels, dtype=torch.int64),
-    )
+    path = default_cache_dir() / "tokens" / f"{_token_key(data, tokenizer, max_length)}.pt"
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+    else:
+        batch = tokenizer(data.texts, data.pairs, padding="max_length", truncation=True, max_length=max_length,
+                          return_tensors="pt")
+        cached = {"input_ids": batch["input_ids"].to(torch.int32), "attention_mask": batch["attention_mask"].bool()}
+        _save_atomic(cached, path)
+    return EncodedData(cached["input_ids"].to(torch.int64), cached["attention_mask"].to(torch.int64), labels)
+
+
+def _token_key(data: TextClassificationData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> str:
+    """Content hash of what tokenisation depends on: the tokenizer's full definition (vocabulary, normaliser,
+    special tokens), the texts and max_length."""
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        definition = json.dumps(sorted(tokenizer.get_vocab().items()))
+    else:  # the padding / truncation state that the last call left behind is not part of the definition
+        fields = json.loads(backend.to_str())
+        definition = json.dumps({key: value for key, value in fields.items() if key not in ("padding", "truncation")})
+    settings = [type(tokenizer).__name__, tokenizer.padding_side, tokenizer.truncation_side, max_length]
+    digest.update(json.dumps(settings).encode() + definition.encode())
+    for field in (data.texts, data.pairs or []):
+        digest.update(b"\x1d" + "\x1e".join(field).encode())
+    return digest.hexdigest()[:32]
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: a concurrent or interrupted run never reads half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save(tensors, handle)
+    os.replace(handle.name, path)
 
 
 def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the padding columns no row in the batch uses: SST-2 sentences average ~13 tokens, so a batch padded to
-    64 costs several times the compute it needs. Logits are unchanged since padded positions are masked out."""
+    64 costs several times the compute it needs. Logits are unchanged since padded positions are masked out.
+    Images (pixels, more than 2 dims) have no padding and pass through."""
+    if input_ids.dim() != 2:
+        return input_ids, attention_mask
     width = max(int(attention_mask.sum(dim=1).max()), 1)
     return input_ids[:, :width], attention_mask[:, :width]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 
 from models.backbone import SplitClassifier
@@ -28,7 +29,7 @@ def add_lora(
     if not target_modules or missing:
         raise ValueError(
             f"target_modules {list(target_modules)!r}: {missing or 'empty'} not in the encoder; "
-            f"choose among e.g. 'query', 'key', 'value', 'dense'"
+            f"choose among e.g. 'query', 'key', 'value', 'dense' (BERT) or 'q_proj', 'v_proj', 'fc1' (ViT)"
         )
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
     device = next(model.parameters()).device
@@ -99,3 +100,54 @@ def upload_bits(state: Mapping[str, torch.Tensor], bits_per_value: int = 32) -> 
     if bits_per_value < 1:
         raise ValueError(f"bits_per_value must be a positive integer, got {bits_per_value}")
     return state_num_values(state) * bits_per_value
+
+
+def is_lora_a(name: str) -> bool:
+    return ".lora_A." in name
+
+
+def is_lora_b(name: str) -> bool:
+    return ".lora_B." in name
+
+
+def state_rank(state: Mapping[str, torch.Tensor]) -> int:
+    """The LoRA rank of a state (rows of its A matrices); ValueError if the A matrices disagree."""
+    ranks = {value.shape[0] for name, value in state.items() if is_lora_a(name)}
+    if len(ranks) != 1:
+        raise ValueError(f"state has LoRA A matrices of ranks {sorted(ranks)}; expected exactly one rank")
+    return ranks.pop()
+
+
+def resize_state(state: Mapping[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """The state at `rank`: A (r, in) keeps / zero-pads its first `rank` rows, B (out, r) its first `rank` columns,
+    the head is shared as is. Truncation hands a low-rank client the leading part of the global adapter, padding
+    lines client adapters up for HetLoRA's average (Cho et al., 2024); padded entries are exactly 0."""
+    if rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank}")
+    resized = {}
+    for name, value in state.items():
+        if is_lora_a(name):
+            value = value[:rank] if rank <= value.shape[0] else F.pad(value, (0, 0, 0, rank - value.shape[0]))
+        elif is_lora_b(name):
+            value = value[:, :rank] if rank <= value.shape[1] else F.pad(value, (0, rank - value.shape[1]))
+        resized[name] = value.clone()
+    return resized
+
+
+def flatten_state(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """All values of a state as one 1-D float32 vector in sorted-key order: the payload as a codec or a
+    sparsifier sees it."""
+    return torch.cat([state[name].detach().reshape(-1).float().cpu() for name in sorted(state)])
+
+
+def unflatten_state(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of flatten_state: cut `flat` back into tensors shaped like `like` (sorted keys)."""
+    expected = state_num_values(like)
+    if flat.dim() != 1 or flat.numel() != expected:
+        raise ValueError(
+            f"flat must be a 1-D vector of {expected} values (flatten_state of a state shaped like `like`), "
+            f"got shape {tuple(flat.shape)}"
+        )
+    names = sorted(like)
+    pieces = torch.split(flat, [like[name].numel() for name in names])
+    return {name: piece.reshape(like[name].shape).clone() for name, piece in zip(names, pieces, strict=True)}

@@ -1,5 +1,7 @@
-"""Local training of many clients on one shared model: each client's adapter is a dict of tensors swapped into the
-frozen base with functional_call, so no client ever copies the base and clients can later be batched with vmap."""
+"""Local training of many clients at once on one shared frozen base. The clients of a round start from the same
+snapshot; their adapters and heads are stacked along a leading client dimension and every local step is one forward
+and backward pass over all their mini-batches together (models.stacked), instead of a loop of per-client models.
+Heterogeneous LoRA ranks are zero-padded to the largest one, with the padding masked out of forward and gradient."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import torch.nn.functional as F
 from models.backbone import SplitClassifier
 from models.data import EncodedData, trim_padding
 from models.device import autocast
-from models.lora import check_state, forward_with_state
+from models.lora import check_state, is_lora_a, is_lora_b, resize_state, state_rank
+from models.stacked import ClientRows, stacked_clients
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -40,8 +43,25 @@ def batch_indices(shard: np.ndarray, batch_size: int, steps: int, rng: np.random
     return np.stack(batches[:steps])
 
 
+def rank_masks(
+    state: Mapping[str, torch.Tensor], ranks: Sequence[int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Per LoRA matrix of a stacked state at the largest rank: a 0/1 mask (clients, r, 1) for A, (clients, 1, r) for
+    B, that keeps client k's first ranks[k] components. Multiplying the stacked weights by it zeroes the padding in
+    the forward pass and in the gradient alike, so padded entries stay exactly 0 under any optimiser."""
+    top = max(ranks)
+    keep = (torch.arange(top, device=device) < torch.as_tensor(ranks, device=device)[:, None]).float()
+    masks = {}
+    for name in state:
+        if is_lora_a(name):
+            masks[name] = keep[:, :, None]
+        elif is_lora_b(name):
+            masks[name] = keep[:, None, :]
+    return masks
+
+
 class LocalTrainer:
-    """Runs the real local LoRA steps of the clients that take part in a round."""
+    """Runs the real local LoRA steps of the clients that take part in a round, all clients in one batched pass."""
 
     def __init__(
         self,
@@ -78,13 +98,75 @@ class LocalTrainer:
         self.trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
 
     def train(
-        self, global_state: Mapping[str, torch.Tensor], clients: Sequence[int], steps: int, round_index: int
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        clients: Sequence[int],
+        steps: int,
+        round_index: int,
+        ranks: Sequence[int] | None = None,
     ) -> list[ClientUpdate]:
-        """Each client starts from global_state and runs `steps` mini-batch steps on its own shard (batches drawn
-        from a numpy Generator seeded by (seed, round_index, client), so a client's result does not depend on
-        which other clients train in the round or in what order). A fresh optimiser per client per round.
-        Returns updates in the order of `clients`."""
+        """Each client starts from global_state (truncated to ranks[k] when given: HetLoRA) and runs `steps`
+        mini-batch steps on its own shard with its own fresh optimiser. Batches and dropout masks are drawn from
+        streams seeded by (seed, round_index, client), so a client's result does not depend on which other clients
+        train in the round or in what order (to float rounding). Returns updates in the order of `clients`, each
+        state at the client's own rank."""
         check_state(self.trainable, global_state)
+        clients = [int(client) for client in clients]
+        self._validate(clients, steps, round_index)
+        ranks = self._ranks(global_state, clients, ranks)
+        if not clients:
+            return []
+        # Stack clients by decreasing batch size (stable): equal sizes are contiguous and share one bmm per layer.
+        order = sorted(range(len(clients)), key=lambda k: -min(self.batch_size, len(self.shards[clients[k]])))
+        batches, generators = [], []
+        for k in order:
+            batch_seq, torch_seq = np.random.SeedSequence([self.seed, round_index, clients[k]]).spawn(2)
+            shard = self.shards[clients[k]]
+            batches.append(batch_indices(shard, self.batch_size, steps, np.random.default_rng(batch_seq)))
+            generator = torch.Generator(device=self.device)
+            generators.append(generator.manual_seed(int(torch_seq.generate_state(1)[0])))
+        # Each client's own truncation of the global adapter, zero-padded to the largest rank in the round.
+        top = max(ranks, default=0)
+        starts = [resize_state(resize_state(global_state, ranks[k]), top) if ranks[k] else global_state for k in order]
+        params = {
+            name: torch.stack([start[name] for start in starts]).to(self.device, torch.float32).requires_grad_()
+            for name in sorted(global_state)
+        }
+        hetero = len(set(ranks)) > 1
+        masks = rank_masks(params, [ranks[k] for k in order], self.device) if hetero else {}
+        optimizer = self._optimizer(list(params.values()))
+        sizes = [batch.shape[1] for batch in batches]
+        losses = []
+        self.model.train()
+        for step in range(steps):
+            rows = torch.as_tensor(np.concatenate([batch[step] for batch in batches]), device=self.device)
+            effective = {name: value * masks[name] if name in masks else value for name, value in params.items()}
+            per_client = self._losses(effective, rows, ClientRows(sizes, generators))
+            optimizer.zero_grad(set_to_none=True)
+            per_client.sum().backward()  # a sum of per-client means: each client's gradient is exactly its own
+            optimizer.step()
+            losses.append(per_client.detach())
+        mean_loss = torch.stack(losses).mean(dim=0).cpu()
+        updates = {}
+        for slot, k in enumerate(order):
+            state = {name: value[slot].detach().cpu().clone() for name, value in params.items()}
+            state = resize_state(state, ranks[k]) if ranks[k] else state
+            updates[k] = ClientUpdate(clients[k], state, len(self.shards[clients[k]]), float(mean_loss[slot]))
+        return [updates[k] for k in range(len(clients))]
+
+    def _losses(self, params: Mapping[str, torch.Tensor], rows: torch.Tensor, layout: ClientRows) -> torch.Tensor:
+        """(clients,) mean cross-entropy of each client's mini-batch, all clients in one pass."""
+        input_ids, attention_mask = self.data.input_ids[rows], self.data.attention_mask[rows]
+        if input_ids.dim() == 2:  # tokens: each client's own width drives its dropout masks
+            lengths = attention_mask.sum(dim=1).split(list(layout.sizes))
+            layout = ClientRows(layout.sizes, layout.generators, [max(int(part.max()), 1) for part in lengths])
+            input_ids, attention_mask = trim_padding(input_ids, attention_mask)
+        with stacked_clients(self.model, params, layout), autocast(self.device):
+            logits = self.model(input_ids, attention_mask)
+        per_sample = F.cross_entropy(logits.float(), self.data.labels[rows], reduction="none")
+        return torch.stack([part.mean() for part in per_sample.split(list(layout.sizes))])
+
+    def _validate(self, clients: list[int], steps: int, round_index: int) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if round_index < 0:
@@ -94,40 +176,27 @@ class LocalTrainer:
             raise ValueError(
                 f"clients {bad} out of range: there are {len(self.shards)} shards (0..{len(self.shards) - 1})"
             )
-        self.model.train()
-        return [self._train_client(global_state, client, steps, round_index) for client in clients]
+        if len(set(clients)) != len(clients):
+            raise ValueError(f"clients must be distinct, got {clients}")
 
-    def _train_client(
-        self, global_state: Mapping[str, torch.Tensor], client: int, steps: int, round_index: int
-    ) -> ClientUpdate:
-        batch_seq, torch_seq = np.random.SeedSequence([self.seed, round_index, client]).spawn(2)
-        batches = batch_indices(self.shards[client], self.batch_size, steps, np.random.default_rng(batch_seq))
-        params = {
-            name: value.to(self.device, torch.float32, copy=True).requires_grad_()
-            for name, value in sorted(global_state.items())
-        }
-        optimizer = self._optimizer(list(params.values()))
-        losses = []
-        # Dropout draws from torch's global generator: fork it so each client's stream depends only on its own seed.
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(int(torch_seq.generate_state(1)[0]))
-            for rows in batches:
-                loss = self._loss(params, torch.as_tensor(rows, device=self.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
-        state = {name: value.detach().cpu().clone() for name, value in params.items()}
-        return ClientUpdate(client, state, len(self.shards[client]), float(torch.stack(losses).mean()))
-
-    def _loss(self, params: Mapping[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of one mini-batch: a pure function of `params`."""
-        input_ids, attention_mask = trim_padding(self.data.input_ids[rows], self.data.attention_mask[rows])
-        with autocast(self.device):
-            logits = forward_with_state(self.model, params, input_ids, attention_mask)
-        return F.cross_entropy(logits.float(), self.data.labels[rows])
+    @staticmethod
+    def _ranks(global_state: Mapping[str, torch.Tensor], clients: list[int], ranks: Sequence[int] | None) -> list[int]:
+        """Every client's LoRA rank, each in [1, global rank]; 0 for all when `ranks` is None (the global state as is,
+        which then need not hold LoRA matrices at all)."""
+        if ranks is None:
+            return [0] * len(clients)
+        ranks = [int(rank) for rank in ranks]
+        top = state_rank(global_state)
+        if len(ranks) != len(clients) or not all(1 <= rank <= top for rank in ranks):
+            raise ValueError(
+                f"ranks must give one rank in [1, {top}] (the global adapter's rank) per client; got {ranks} for "
+                f"{len(clients)} clients"
+            )
+        return ranks
 
     def _optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        """torch's SGD and AdamW are element-wise, so one optimiser over the stacked tensors is exactly one
+        optimiser per client (all clients take the same number of steps)."""
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.lr)
         return torch.optim.AdamW(params, lr=self.lr)

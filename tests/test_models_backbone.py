@@ -1,9 +1,9 @@
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, ViTConfig, ViTModel
 
-from models.backbone import TINY_BERT, SplitClassifier, load_backbone
+from models.backbone import TINY_BERT, TINY_VIT, SplitClassifier, load_backbone
 from models.device import autocast, pick_device
 
 
@@ -57,6 +57,30 @@ def test_local_checkpoint_directory(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     model, _ = load_backbone(str(tmp_path), 2, seed=0)
     assert model.config.hidden_size == 32
+
+
+def test_tiny_vit_split_shapes_and_composition():
+    model, tokenizer = load_backbone("tiny-vit", 10, seed=0)
+    model.eval()
+    assert tokenizer is None and model.config.model_type == "vit"
+    pixels, mask = torch.rand(3, 1, 8, 8), torch.ones(3, 1, dtype=torch.int64)
+    with torch.no_grad():
+        logits = model(pixels, mask)
+        hidden = _features(model, pixels, mask)
+        by_parts = model.head(hidden, mask)
+    assert hidden.shape == (3, 17, 32)  # 16 patches of 2x2 plus [CLS]
+    assert logits.shape == (3, 10)
+    torch.testing.assert_close(logits, by_parts, rtol=0, atol=0)
+    torch.testing.assert_close(by_parts, model.head.classifier(hidden.mean(dim=1)))  # every token is real
+
+
+def test_local_vit_checkpoint_directory(tmp_path):
+    ViTModel(ViTConfig(**TINY_VIT)).save_pretrained(tmp_path / "vit")
+    model, tokenizer = load_backbone(str(tmp_path / "vit"), 2, seed=0)
+    assert tokenizer is None and model(torch.rand(2, 1, 8, 8), torch.ones(2, 1)).shape == (2, 2)
+    GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2)).save_pretrained(tmp_path / "gpt")
+    with pytest.raises(ValueError, match="neither BERT-family nor ViT"):
+        load_backbone(str(tmp_path / "gpt"), 2, seed=0)
 
 
 @pytest.mark.parametrize("name", ["gpt-17", "/nonexistent/checkpoint"])

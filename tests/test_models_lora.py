@@ -2,7 +2,17 @@ import pytest
 import torch
 
 from models.backbone import load_backbone
-from models.lora import add_lora, load_trainable_state, state_num_values, trainable_state, upload_bits
+from models.lora import (
+    add_lora,
+    flatten_state,
+    load_trainable_state,
+    resize_state,
+    state_num_values,
+    state_rank,
+    trainable_state,
+    unflatten_state,
+    upload_bits,
+)
 
 
 def _tiny(rank=4, seed=0, targets=("query", "value")):
@@ -86,3 +96,42 @@ def test_add_lora_validates(kwargs, field):
     args = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["query"], **kwargs}
     with pytest.raises(ValueError, match=field):
         add_lora(model, **args)
+
+
+def test_resize_state_truncates_and_zero_pads():
+    state = trainable_state(_tiny(rank=4))
+    state = {k: v + 1.0 for k, v in state.items()}  # B is 0 at init: make every entry non-zero
+    small, large = resize_state(state, 2), resize_state(state, 6)
+    assert (state_rank(small), state_rank(large)) == (2, 6)
+    for name, value in state.items():
+        if ".lora_A." in name:
+            assert torch.equal(small[name], value[:2]) and torch.equal(large[name][:4], value)
+            assert not large[name][4:].any()
+        elif ".lora_B." in name:
+            assert torch.equal(small[name], value[:, :2]) and torch.equal(large[name][:, :4], value)
+            assert not large[name][:, 4:].any()
+        else:
+            assert torch.equal(small[name], value) and torch.equal(large[name], value)
+    roundtrip = resize_state(large, 4)
+    assert all(torch.equal(roundtrip[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="rank"):
+        resize_state(state, 0)
+    with pytest.raises(ValueError, match="ranks"):
+        state_rank({**small, "x.lora_A.default.weight": torch.zeros(3, 2)})
+
+
+def test_flatten_roundtrip_and_size():
+    state = {k: v + 0.25 for k, v in trainable_state(_tiny(rank=2)).items()}
+    flat = flatten_state(state)
+    assert flat.shape == (state_num_values(state),) and flat.dtype == torch.float32
+    back = unflatten_state(flat, state)
+    assert list(back) == sorted(state) and all(torch.equal(back[k], state[k]) for k in state)
+    with pytest.raises(ValueError, match="1-D"):
+        unflatten_state(flat[:-1], state)
+
+
+def test_lora_on_vit():
+    model, _ = load_backbone("tiny-vit", 3, seed=0)
+    add_lora(model, rank=2, alpha=4.0, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    state = trainable_state(model)
+    assert state_rank(state) == 2 and len(state) == 2 * 2 * 2 + 2

@@ -1,14 +1,16 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.aggregate import fedavg
+from models.aggregate import fedavg, hetlora
 from models.backbone import load_backbone
-from models.data import TextClassificationData, encode, partition_iid
+from models.data import ImageClassificationData, TextClassificationData, encode, partition_iid, trim_padding
 from models.evaluate import evaluate
-from models.lora import add_lora, load_trainable_state, trainable_state
+from models.lora import add_lora, load_trainable_state, resize_state, state_rank, trainable_state
 from models.trainer import ClientUpdate, LocalTrainer, batch_indices
 
 GOOD = ["good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "fine"]
@@ -24,13 +26,18 @@ def _sentiment_task(n: int, seed: int = 0) -> TextClassificationData:
     return TextClassificationData(texts, labels.astype(np.int64), 2)
 
 
-def _setup(n=64, clients=4, dropout=True, seed=0):
+def _no_dropout(model):
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    model.config.attention_probs_dropout_prob = 0.0  # ViT reads its attention dropout from the config
+
+
+def _setup(n=64, clients=4, dropout=True, seed=0, rank=4):
     model, tokenizer = load_backbone("tiny-bert", 2, seed=seed)
-    add_lora(model, rank=4, alpha=8.0, dropout=0.1, target_modules=["query", "value"])
+    add_lora(model, rank=rank, alpha=2.0 * rank, dropout=0.1, target_modules=["query", "value"])
     if not dropout:
-        for module in model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
+        _no_dropout(model)
     data = encode(_sentiment_task(n), tokenizer, max_length=12)
     shards = partition_iid(n, clients, np.random.default_rng(seed))
     return model, data, shards
@@ -38,6 +45,37 @@ def _setup(n=64, clients=4, dropout=True, seed=0):
 
 def _equal_states(a, b):
     return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _max_diff(a, b):
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _plain_loop(model, data, shards, start, clients, *, steps, round_index, batch_size, lr, optimizer, seed):
+    """The reference: one deep copy of the model per client, trained alone with torch.optim on its own batches."""
+    states = []
+    for client in clients:
+        batch_seq, _ = np.random.SeedSequence([seed, round_index, client]).spawn(2)
+        batches = batch_indices(shards[client], batch_size, steps, np.random.default_rng(batch_seq))
+        own = copy.deepcopy(model)
+        load_trainable_state(own, start)
+        params = [p for _, p in sorted(own.named_parameters()) if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.AdamW(params, lr=lr)
+        own.train()
+        for rows in batches:
+            rows = torch.as_tensor(rows)
+            loss = F.cross_entropy(own(*trim_padding(data.input_ids[rows], data.attention_mask[rows])),
+                                   data.labels[rows])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        states.append(trainable_state(own))
+    return states
+
+
+# Unequal shards, one smaller than the batch size: clients bring batches of different sizes.
+UNEQUAL = [np.arange(0, 20), np.arange(20, 25), np.arange(25, 45), np.arange(45, 64)]
 
 
 def test_same_seed_twice_gives_identical_updates():
@@ -52,17 +90,97 @@ def test_same_seed_twice_gives_identical_updates():
 
 
 def test_client_result_independent_of_other_clients_and_order():
-    model, data, shards = _setup()
-    trainer = LocalTrainer(model, data, shards, batch_size=8, lr=1e-2, seed=5)
+    model, data, _ = _setup()
+    trainer = LocalTrainer(model, data, UNEQUAL, batch_size=8, lr=1e-2, seed=5)
     start = trainable_state(model)
-    together = trainer.train(start, [3, 0, 2], steps=2, round_index=1)
-    alone = trainer.train(start, [2], steps=2, round_index=1)
-    assert [u.client for u in together] == [3, 0, 2]
-    assert _equal_states(together[2].state, alone[0].state) and together[2].loss == alone[0].loss
-    assert not _equal_states(together[0].state, together[1].state)
-    next_round = trainer.train(start, [2], steps=2, round_index=2)
-    assert not _equal_states(alone[0].state, next_round[0].state)
+    together = trainer.train(start, [3, 1, 0, 2], steps=3, round_index=1)  # dropout on: per-client streams
+    assert [u.client for u in together] == [3, 1, 0, 2] and [u.num_samples for u in together] == [19, 5, 20, 20]
+    for update in together:
+        alone = trainer.train(start, [update.client], steps=3, round_index=1)[0]
+        assert _max_diff(update.state, alone.state) <= 1e-6 and update.loss == pytest.approx(alone.loss, abs=1e-6)
+    assert _max_diff(together[0].state, together[1].state) > 1e-3
+    next_round = trainer.train(start, [2], steps=3, round_index=2)
+    assert _max_diff(together[3].state, next_round[0].state) > 1e-4
     assert _equal_states(trainable_state(model), start)  # the shared model's own parameters are untouched
+
+
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.5), ("adamw", 1e-2)])
+def test_batched_equals_a_plain_loop_of_per_client_models(optimizer, lr):
+    model, data, _ = _setup(dropout=False)
+    generator = torch.Generator().manual_seed(1)
+    start = {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in trainable_state(model).items()}
+    options = {"batch_size": 8, "lr": lr, "optimizer": optimizer, "seed": 3}
+    trainer = LocalTrainer(model, data, UNEQUAL, **options)
+    batched = trainer.train(start, [0, 1, 2, 3], steps=4, round_index=2)
+    expected = _plain_loop(model, data, UNEQUAL, start, [0, 1, 2, 3], steps=4, round_index=2, **options)
+    for update, reference in zip(batched, expected, strict=True):
+        assert _max_diff(update.state, start) > 1e-3  # the steps did move
+        assert _max_diff(update.state, reference) <= 1e-5
+
+
+def test_heterogeneous_ranks_equal_per_client_models_at_their_rank(monkeypatch):
+    model, data, _ = _setup(dropout=False, rank=4)
+    generator = torch.Generator().manual_seed(2)
+    start = {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in trainable_state(model).items()}
+    options = {"batch_size": 8, "lr": 1e-2, "optimizer": "adamw", "seed": 0}
+    trainer = LocalTrainer(model, data, UNEQUAL, **options)
+    stacked = []
+    make_optimizer = trainer._optimizer
+    monkeypatch.setattr(trainer, "_optimizer", lambda params: stacked.extend(params) or make_optimizer(params))
+    ranks = [2, 1, 3, 2]  # below the global rank 4: padded to 3 in the batch
+    updates = trainer.train(start, [0, 1, 2, 3], steps=3, round_index=0, ranks=ranks)
+    assert [state_rank(u.state) for u in updates] == ranks
+    order = [0, 2, 3, 1]  # stacking order: batch size 8 (clients 0, 2, 3) before 5 (client 1)
+    for name, value in zip(sorted(start), stacked, strict=True):
+        for slot, client in enumerate(order):
+            if ".lora_A." in name:
+                assert value.shape[1] == 3 and not value[slot, ranks[client] :].any()  # padding stays exactly 0
+            elif ".lora_B." in name:
+                assert value.shape[2] == 3 and not value[slot, :, ranks[client] :].any()
+    for update, rank in zip(updates, ranks, strict=True):
+        own, _ = load_backbone("tiny-bert", 2, seed=0)  # a peft model at the client's rank, same LoRA scaling 8 / 4
+        add_lora(own, rank=rank, alpha=8.0 * rank / 4, dropout=0.0, target_modules=["query", "value"])
+        _no_dropout(own)
+        reference = _plain_loop(own, data, UNEQUAL, resize_state(start, rank), [update.client], steps=3,
+                                round_index=0, **options)[0]
+        assert _max_diff(update.state, reference) <= 1e-5
+        alone = trainer.train(start, [update.client], steps=3, round_index=0, ranks=[rank])[0]
+        assert _max_diff(update.state, alone.state) <= 1e-6
+
+
+def test_hetlora_zero_pads_and_weights_by_samples():
+    a = ClientUpdate(0, {"m.lora_A.x.weight": torch.ones(1, 2), "m.lora_B.x.weight": torch.ones(2, 1)}, 1, 0.0)
+    b = ClientUpdate(1, {"m.lora_A.x.weight": torch.full((2, 2), 3.0), "m.lora_B.x.weight": torch.full((2, 2), 3.0)},
+                     3, 0.0)
+    merged = hetlora([a, b], rank=2)
+    torch.testing.assert_close(merged["m.lora_A.x.weight"], torch.tensor([[2.5, 2.5], [2.25, 2.25]]))
+    torch.testing.assert_close(merged["m.lora_B.x.weight"], torch.tensor([[2.5, 2.25], [2.5, 2.25]]))
+    assert state_rank(hetlora([a], rank=3)) == 3
+    with pytest.raises(ValueError, match="above rank 1"):
+        hetlora([a, b], rank=1)
+
+
+def test_tiny_vit_trains_batched_like_alone():
+    model, _ = load_backbone("tiny-vit", 2, seed=0)
+    add_lora(model, rank=2, alpha=4.0, dropout=0.1, target_modules=["q_proj", "v_proj"])
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 48)
+    images = rng.normal(0, 0.3, (48, 1, 8, 8)).astype(np.float32)
+    images[:, 0, :4] += labels[:, None, None]  # the label lights up the top half
+    data = encode(ImageClassificationData(images, labels, 2), None, max_length=2)
+    assert data.input_ids.shape == (48, 1, 8, 8) and data.attention_mask.shape == (48, 1)
+    shards = partition_iid(48, 3, np.random.default_rng(0))
+    trainer = LocalTrainer(model, data, shards, batch_size=8, lr=3e-2, seed=0)
+    start = trainable_state(model)
+    together = trainer.train(start, [0, 1, 2], steps=2, round_index=0)
+    alone = trainer.train(start, [1], steps=2, round_index=0)[0]
+    assert _max_diff(together[1].state, alone.state) <= 1e-6
+    state, losses = start, []
+    for round_index in range(15):
+        updates = trainer.train(state, [0, 1, 2], steps=2, round_index=round_index)
+        state, losses = fedavg(updates), [*losses, np.mean([u.loss for u in updates])]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+    assert evaluate(model, state, data)[0] >= 0.8
 
 
 def test_training_reduces_loss_on_learnable_task():
@@ -138,3 +256,10 @@ def test_trainer_validates():
         trainer.train(trainable_state(model), [4], steps=1, round_index=0)
     with pytest.raises(ValueError, match="steps"):
         trainer.train(trainable_state(model), [0], steps=0, round_index=0)
+    with pytest.raises(ValueError, match="distinct"):
+        trainer.train(trainable_state(model), [1, 1], steps=1, round_index=0)
+    with pytest.raises(ValueError, match="ranks"):
+        trainer.train(trainable_state(model), [0, 1], steps=1, round_index=0, ranks=[2, 5])
+    with pytest.raises(ValueError, match="ranks"):
+        trainer.train(trainable_state(model), [0, 1], steps=1, round_index=0, ranks=[2])
+    assert trainer.train(trainable_state(model), [], steps=1, round_index=0) == []
