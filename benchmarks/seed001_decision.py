@@ -37,7 +37,7 @@ def decision_times_ms(config: LyapunovConfig | AabaConfig | GsConfig, vehicles: 
             speed_mps=np.zeros(vehicles), dwell_s=np.full(vehicles, np.inf),
             battery_j=np.ones(vehicles), tx_power_w=np.full(vehicles, POWER_W),
             compute_time_s=np.zeros(vehicles), rsu_bandwidth_hz=np.full(rsus, BAND_HZ / rsus),
-            noise_psd_w_per_hz=NOISE_PSD, upload_bits=BITS, download_bits=BITS, deadline_s=np.inf)
+            noise_psd_w_per_hz=NOISE_PSD, upload_bits=BITS, download_bits=BITS, payload_bits=BITS, deadline_s=np.inf)
         start = time.perf_counter()
         plan = scheduler.plan(obs)
         times[t] = (time.perf_counter() - start) * 1e3

@@ -9,7 +9,7 @@ from pathlib import Path
 import simpy
 import torch
 
-from cosim.federation import FederatedTask, FlatFederation, RoundSummary
+from cosim.federation import FlatFederation, RoundSummary, make_task
 from cosim.rng import stream
 from cosim.scenario import Scenario
 from cosim.schedulers import make_scheduler
@@ -28,8 +28,9 @@ def run_scenario(scenario: Scenario, out_dir: Path,
     wall_start = time.perf_counter()
     trace = TraceWriter(out_dir, {"scenario": scenario.model_dump(mode="json"), "seed": scenario.seed,
                                   "versions": package_versions(), "status": "running"})
-    task = FederatedTask(scenario.learning, scenario.seed)
-    trace.flush(upload_bits=task.upload_bits, majority_rate=task.majority_rate)
+    task = make_task(scenario.learning, scenario.seed)
+    trace.flush(upload_bits=task.upload_bits, download_bits=task.download_bits, payload_bits=task.payload_bits,
+                majority_rate=task.majority_rate)
     status = "interrupted"
     try:
         with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed) as mobility:

@@ -1,9 +1,14 @@
-"""Federated rounds on the SimPy clock: vehicles download the global adapter, train, upload; the server averages
-exactly the updates that arrived before the deadline."""
+"""Federated rounds on the SimPy clock: each participant runs its task's phases (transfers and local computation)
+against the round deadline; the server learns from exactly the participants whose phases all completed.
+
+Two learning tasks share that round process: flat federated LoRA (download the adapter, train locally, upload it) and
+split federated LoRA (seed 001: upload embeddings, receive encoder features, step the head, upload feature
+gradients)."""
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,21 +22,29 @@ from cosim.schedulers import Observation, Plan, RoundFeedback, Scheduler
 from cosim.trace import TraceWriter
 from cosim.world import World
 from models.aggregate import fedavg
-from models.backbone import load_backbone
-from models.data import encode, load_dataset, partition_dirichlet, partition_iid, subset
+from models.backbone import SplitClassifier, load_backbone
+from models.data import EncodedData, encode, load_dataset, partition_dirichlet, partition_iid, subset
 from models.evaluate import evaluate
 from models.lora import add_lora, trainable_state, upload_bits
+from models.split import SplitTrainer
 from models.trainer import LocalTrainer
 
 
-class FederatedTask:
-    """The learning side of a run: the global LoRA adapter and head, the data shards, training and evaluation."""
+@dataclass(frozen=True)
+class LearningSetup:
+    """What both modes start from: the LoRA model, the training data cut into client shards, held-out data."""
 
-    def __init__(self, cfg: LearningConfig, seed: int) -> None:
-        self.cfg = cfg
+    model: SplitClassifier
+    train: EncodedData
+    shards: list[np.ndarray]
+    eval_data: EncodedData
+    majority_rate: float
+
+    @classmethod
+    def load(cls, cfg: LearningConfig, seed: int) -> LearningSetup:
         model, tokenizer = load_backbone(cfg.model, num_labels=2, seed=seed)
-        self.model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                              target_modules=cfg.lora_targets)
+        model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         target_modules=cfg.lora_targets)
         rng = np.random.default_rng(seed)
         train = load_dataset(cfg.dataset, "train")
         wanted = cfg.clients * cfg.samples_per_client
@@ -43,24 +56,71 @@ class FederatedTask:
             shards = partition_iid(wanted, cfg.clients, rng)
         else:
             shards = partition_dirichlet(train.labels, cfg.clients, cfg.dirichlet_alpha, rng)
-        self.shard_sizes = np.array([len(shard) for shard in shards])
-        self.trainer = LocalTrainer(self.model, encode(train, tokenizer, cfg.max_length), shards,
-                                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, seed=seed)
         held_out = load_dataset(cfg.dataset, "dev")
         held_out = subset(held_out, np.arange(min(cfg.eval_samples, len(held_out.labels))))
-        self.eval_data = encode(held_out, tokenizer, cfg.max_length)
-        self.majority_rate = float(np.bincount(held_out.labels).max() / len(held_out.labels))
-        self.global_state = trainable_state(self.model)
-        self.upload_bits = upload_bits(self.global_state)
+        return cls(model, encode(train, tokenizer, cfg.max_length), list(shards),
+                   encode(held_out, tokenizer, cfg.max_length),
+                   float(np.bincount(held_out.labels).max() / len(held_out.labels)))
 
+
+class _Task(ABC):
+    """The duck-typed interface the round process drives: phases, client mapping, train, evaluate.
+
+    `payload_bits` is L_k of seed 001's delay model τ = max_k L_k/R_k: the bits a scheduler charges to a vehicle's
+    scheduled share when it plans a round."""
+
+    payload_bits: int
+
+    def __init__(self, cfg: LearningConfig, setup: LearningSetup) -> None:
+        self.cfg = cfg
+        self.shard_sizes = np.array([len(shard) for shard in setup.shards])
+        self.eval_data = setup.eval_data
+        self.majority_rate = setup.majority_rate
+
+    @abstractmethod
     def phases(self) -> list[Phase]:
-        """Flat federated LoRA: download the global adapter and head, train locally, upload them."""
-        samples = self.cfg.local_steps * self.cfg.batch_size
-        return [Phase("down", bits=self.upload_bits), Phase("compute", samples=samples),
-                Phase("up", bits=self.upload_bits)]
+        """One participant's round, in order."""
+
+    @abstractmethod
+    def train(self, clients: list[int], round_index: int) -> float:
+        """Learn from the clients whose phases all completed; their mean training loss (NaN if none)."""
+
+    @abstractmethod
+    def evaluate(self) -> tuple[float, float]:
+        """(accuracy, loss) of the current global model on the held-out data."""
+
+    @property
+    def upload_bits(self) -> int:
+        return sum(p.bits for p in self.phases() if p.kind == "up")
+
+    @property
+    def download_bits(self) -> int:
+        return sum(p.bits for p in self.phases() if p.kind == "down")
 
     def client_of(self, slot: np.ndarray) -> np.ndarray:
+        """Vehicle slot -> data shard: vehicles beyond `clients` reuse shards in turn."""
         return slot % self.cfg.clients
+
+
+class FederatedTask(_Task):
+    """Flat federated LoRA: every participant trains the global adapter and head locally, the server averages them.
+    The scheduler's payload is the adapter upload (the download comes before the scheduled uplink)."""
+
+    def __init__(self, cfg: LearningConfig, seed: int) -> None:
+        setup = LearningSetup.load(cfg, seed)
+        super().__init__(cfg, setup)
+        self.model = setup.model
+        self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=cfg.lr,
+                                    optimizer=cfg.optimizer, seed=seed)
+        self.global_state = trainable_state(setup.model)
+        self.adapter_bits = upload_bits(self.global_state)
+        self.payload_bits = self.adapter_bits
+
+    def phases(self) -> list[Phase]:
+        """Download the global adapter and head, train locally, upload them."""
+        samples = self.cfg.local_steps * self.cfg.batch_size
+        return [Phase("down", bits=self.adapter_bits), Phase("compute", samples=samples),
+                Phase("up", bits=self.adapter_bits)]
 
     def train(self, clients: list[int], round_index: int) -> float:
         """Local training of the clients whose uploads arrived, then FedAvg; returns their mean training loss."""
@@ -72,6 +132,42 @@ class FederatedTask:
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.global_state, self.eval_data)
+
+
+class SplitTask(_Task):
+    """Split federated LoRA (seed 001): embedding and head on the vehicle, LoRA encoder on the server.
+
+    A participant's round: upload its embedded mini-batch, receive the encoder features, run its head forward and
+    backward (the vehicle's only computation: one mini-batch), upload the feature gradients. The scheduler's payload
+    is the paper's L_k = embeddings + features + gradients, all three on the vehicle's scheduled share; the round
+    itself carries the features on the downlink at the RSU's rate, and the traces keep both directions apart."""
+
+    def __init__(self, cfg: LearningConfig, seed: int) -> None:
+        setup = LearningSetup.load(cfg, seed)
+        super().__init__(cfg, setup)
+        self.trainer = SplitTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
+                                    server_lr=cfg.server_lr, head_lr=cfg.head_lr, seed=seed,
+                                    server_optimizer=cfg.server_optimizer)
+        self.payload = self.trainer.payload
+        self.payload_bits = self.payload.uplink + self.payload.downlink
+
+    def phases(self) -> list[Phase]:
+        p = self.payload
+        return [Phase("up", bits=p.embeddings_up), Phase("down", bits=p.features_down),
+                Phase("compute", samples=self.cfg.batch_size), Phase("up", bits=p.gradients_up)]
+
+    def train(self, clients: list[int], round_index: int) -> float:
+        """One split step over the clients whose exchanges all completed. Vehicles that share a shard draw the same
+        batch in a round (it is seeded by shard and round), so that batch counts once."""
+        return self.trainer.round(list(dict.fromkeys(clients)), round_index)
+
+    def evaluate(self) -> tuple[float, float]:
+        return self.trainer.evaluate(self.eval_data)
+
+
+def make_task(cfg: LearningConfig, seed: int) -> FederatedTask | SplitTask:
+    """The scenario's learning task, by `learning.mode`."""
+    return (SplitTask if cfg.mode == "split" else FederatedTask)(cfg, seed)
 
 
 @dataclass(frozen=True)
@@ -96,7 +192,7 @@ class RoundSummary:
 class FlatFederation:
     """Vehicles → serving RSU → server (RSUs reach the server over an ideal backhaul)."""
 
-    def __init__(self, env: simpy.Environment, scenario: Scenario, world: World, task: FederatedTask,
+    def __init__(self, env: simpy.Environment, scenario: Scenario, world: World, task: FederatedTask | SplitTask,
                  scheduler: Scheduler, trace: TraceWriter, on_round: Callable[[RoundSummary], None]) -> None:
         self.env = env
         self.sim = scenario.simulation
@@ -111,6 +207,7 @@ class FlatFederation:
         self.compute_time_s = float(sum(self.device.compute_time_s(p.samples) for p in phases))
         self.upload_bits = sum(p.bits for p in phases if p.kind == "up")
         self.download_bits = sum(p.bits for p in phases if p.kind == "down")
+        self.payload_bits = task.payload_bits
 
     def run(self) -> Generator[simpy.Event, object, None]:
         yield self.world.next_tick()  # the first mobility refresh: until then nobody is associated
@@ -128,7 +225,7 @@ class FlatFederation:
             battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
             compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz,
             noise_psd_w_per_hz=w.noise_psd, upload_bits=self.upload_bits,
-            download_bits=self.download_bits, deadline_s=self.sim.round_deadline_s,
+            download_bits=self.download_bits, payload_bits=self.payload_bits, deadline_s=self.sim.round_deadline_s,
         )
         return obs, w.slot[rows]
 

@@ -91,3 +91,75 @@ def test_malformed_scenario_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "rsu.count: must be >= 1, got 0" in err
     assert not (tmp_path / "never").exists()
+
+
+STATIC = ROOT / "scenarios" / "seed001-static.toml"
+MOBILITY = ROOT / "scenarios" / "seed001-mobility.toml"
+TINY_SPLIT = ["learning.model=tiny-bert", "learning.eval_samples=64", "simulation.rounds=3"]
+
+
+@pytest.fixture(scope="module")
+def split_runs(tmp_path_factory):
+    """Seed 001's static cell in split mode with tiny-BERT, twice with the same seed, through the CLI."""
+    out = tmp_path_factory.mktemp("split")
+    for name in ("a", "b"):
+        assert main(_with_overrides(["run", str(STATIC), "--out", str(out / name), "--quiet"], TINY_SPLIT)) == 0
+    return read_run(out / "a"), read_run(out / "b")
+
+
+def _with_overrides(argv, overrides):
+    return [*argv, *[item for override in overrides for item in ("--set", override)]]
+
+
+def test_split_bits_per_direction(split_runs):
+    """b × ℓ × d float32 tensors: embeddings and feature gradients up, features down (tiny-BERT: d = 32)."""
+    run, _ = split_runs
+    learning = run["manifest"]["scenario"]["learning"]
+    tensor = learning["batch_size"] * learning["max_length"] * 32 * 32
+    parts = run["participants"]
+    assert (parts["upload_bits"] == 2 * tensor).all() and (parts["download_bits"] == tensor).all()
+    assert run["manifest"]["payload_bits"] == 3 * tensor  # the paper's L_k, what the scheduler plans for
+    rounds = run["rounds"]
+    assert (rounds["upload_bytes"] == rounds["arrivals"] * 2 * tensor // 8).all()
+    assert (rounds["download_bytes"] == rounds["participants"] * tensor // 8).all()
+
+
+def test_split_round_order_and_invariants(split_runs):
+    run, _ = split_runs
+    rounds, parts = run["rounds"], run["participants"]
+    assert len(rounds) == 3 and run["manifest"]["status"] == "complete"
+    assert (rounds["arrivals"] + rounds["drops"] == rounds["participants"]).all() and rounds["participants"].min() > 0
+    arrived = parts[parts["outcome"] == "arrived"]
+    assert len(arrived) > 0
+    # up embeddings -> down features -> head on the vehicle -> up gradients
+    assert (arrived["upload_start_s"] < arrived["download_start_s"]).all()
+    assert (arrived["download_start_s"] <= arrived["download_end_s"]).all()
+    assert (arrived["download_end_s"] <= arrived["compute_start_s"]).all()
+    assert (arrived["compute_end_s"] < arrived["upload_end_s"]).all()
+    busy = arrived["download_s"] + arrived["compute_time_s"] + arrived["upload_delay_s"]
+    np.testing.assert_allclose(busy, arrived["upload_end_s"] - arrived["upload_start_s"], rtol=1e-9)
+    # Lyapunov splits the band so that every participant finishes together: one planned rate per round
+    assert (parts.groupby("round")["rate_bps"].agg(lambda r: r.max() / r.min() - 1) < 1e-6).all()
+    band = run["manifest"]["scenario"]["rsu"]["bandwidth_hz"]
+    assert (parts.groupby("round")["bandwidth_hz"].sum() <= band * (1 + 1e-9)).all()
+    assert not np.isnan(rounds["accuracy"].iloc[-1]) and (rounds["train_loss"] > 0).all()
+
+
+def test_split_same_seed_gives_identical_traces(split_runs):
+    a, b = split_runs
+    for table in SCHEMA:
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=True)
+
+
+def test_split_under_mobility_with_handovers(tmp_path):
+    """The same learning and scheduler on the SUMO grid; a larger batch makes rounds last long enough to drive."""
+    overrides = [*TINY_SPLIT, "learning.batch_size=64", "learning.max_length=128"]
+    assert main(_with_overrides(["run", str(MOBILITY), "--out", str(tmp_path / "m"), "--quiet"], overrides)) == 0
+    run = read_run(tmp_path / "m")
+    parts, rounds = run["participants"], run["rounds"]
+    assert len(rounds) == 3 and rounds["participants"].min() > 0
+    assert parts["rsu"].nunique() > 1  # several RSUs schedule their own vehicles
+    assert (parts["upload_bits"] == 2 * 64 * 128 * 32 * 32).all()
+    assert (run["handovers"]["kind"] == "handover").any()
+    for _, bands in parts.groupby(["round", "rsu"])["bandwidth_hz"]:
+        assert bands.sum() <= 10e6 * (1 + 1e-9)

@@ -28,12 +28,12 @@ def observation(gain, rsu, bands, round_index=0):
         rsu=np.asarray(rsu), distance_m=np.full(n, 100.0), gain=np.asarray(gain, dtype=float),
         speed_mps=np.zeros(n), dwell_s=np.full(n, np.inf), battery_j=np.full(n, 100.0), tx_power_w=np.full(n, POWER_W),
         compute_time_s=np.ones(n), rsu_bandwidth_hz=np.asarray(bands, dtype=float), noise_psd_w_per_hz=NOISE,
-        upload_bits=BITS, download_bits=BITS, deadline_s=10.0)
+        upload_bits=BITS, download_bits=BITS, payload_bits=BITS, deadline_s=10.0)
 
 
 def upload_delays(obs, plan):
     rate = shannon_rate_bps(plan.bandwidth_hz, obs.tx_power_w[plan.participants], obs.gain[plan.participants], NOISE)
-    return obs.upload_bits / rate
+    return obs.payload_bits / rate
 
 
 def feedback(round_index, plan, delay_s):

@@ -15,7 +15,7 @@ def problems(raw: dict) -> list[str]:
 
 
 def test_shipped_scenarios_validate():
-    for path in [ROOT / "scenarios" / "default.toml", ROOT / "tests" / "data" / "tiny.toml"]:
+    for path in [*sorted((ROOT / "scenarios").glob("*.toml")), ROOT / "tests" / "data" / "tiny.toml"]:
         assert load_scenario(path).simulation.rounds >= 1
 
 
@@ -67,3 +67,15 @@ def test_validate_cli_exit_codes(tmp_path, capsys):
     broken.write_text("[rsu\n")
     assert main(["validate", str(broken)]) == 2
     assert main(["validate", str(ROOT / "scenarios" / "default.toml")]) == 0
+
+
+def test_learning_mode_and_its_own_fields():
+    assert problems({"learning": {"mode": "splt"}}) == ["learning.mode: must be one of 'flat' or 'split', got 'splt'"]
+    (problem,) = problems({"learning": {"mode": "split", "lr": 0.1, "local_steps": 3}})
+    assert problem.startswith("learning: lr, local_steps are not used when mode = 'split'; remove them")
+    (problem,) = problems({"learning": {"server_lr": 0.1}})
+    assert problem.startswith("learning: server_lr is not used when mode = 'flat'; remove it")
+    split = parse_scenario({"learning": {"mode": "split", "server_optimizer": "adam"}}).learning
+    assert (split.mode, split.server_optimizer) == ("split", "adam")
+    assert problems({"learning": {"mode": "split", "server_optimizer": "adamw"}}) == [
+        "learning.server_optimizer: must be one of 'sgd' or 'adam', got 'adamw'"]

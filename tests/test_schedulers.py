@@ -13,7 +13,7 @@ def observation(n=12, rsus=3):
         dwell_s=np.full(n, 30.0), battery_j=np.full(n, 100.0), tx_power_w=np.full(n, 0.2),
         compute_time_s=np.full(n, 1.0),
         rsu_bandwidth_hz=np.array([10e6, 20e6, 5e6]), noise_psd_w_per_hz=4e-21, upload_bits=1_000_000,
-        download_bits=1_000_000, deadline_s=5.0)
+        download_bits=1_000_000, payload_bits=1_000_000, deadline_s=5.0)
 
 
 def test_registry_names():

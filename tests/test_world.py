@@ -39,7 +39,7 @@ class CountingTask:
     """Stands in for the learning side: records which clients' updates arrived."""
 
     def __init__(self, upload_bits=2_000_000):
-        self.upload_bits = upload_bits
+        self.upload_bits = self.payload_bits = upload_bits
         self.cfg = parse_scenario({}).learning
         self.trained = []
 

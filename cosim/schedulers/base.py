@@ -27,8 +27,9 @@ class Observation:
     compute_time_s: np.ndarray  # (n,) local training time from the device profile
     rsu_bandwidth_hz: np.ndarray  # (m,) uplink bandwidth of each RSU
     noise_psd_w_per_hz: float
-    upload_bits: int
-    download_bits: int
+    upload_bits: int  # per participant and round, vehicle -> RSU
+    download_bits: int  # per participant and round, RSU -> vehicle
+    payload_bits: int  # L_k of seed 001's delay model τ = max L_k/R_k, charged to the scheduled share (see the task)
     deadline_s: float
 
     @property

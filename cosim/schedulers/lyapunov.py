@@ -1,11 +1,12 @@
 """Seed 001: Lyapunov online scheduling with optimal FDMA bandwidth, and its AABA and GS baselines.
 
 Per round the Lyapunov scheduler minimises the drift-plus-penalty  Q·τ − V(t)·w(t)·|S|  over sets S, where τ is the
-set's planned transmission delay max_k L/R_k and Q the virtual queue of the average-delay budget τ̄. Forms used here:
-V(t) = v0·τ̄²/sqrt(t+1) (decreasing; the τ̄² makes v0 dimensionless) and w(t) = 1 + t/weight_horizon_rounds
-(increasing: later rounds weigh more in Theorem 1's bound). Q grows by the PLANNED transmission delay in `observe`,
-not the realised round duration, which also holds compute and download time that the scheduler neither models nor
-controls (feeding that in would make the queue grow without bound whenever compute alone exceeds τ̄).
+set's planned transmission delay max_k L/R_k (L = obs.payload_bits, the task's L_k) and Q the virtual queue of the
+average-delay budget τ̄. Forms used here: V(t) = v0·τ̄²/sqrt(t+1) (decreasing; the τ̄² makes v0 dimensionless) and
+w(t) = 1 + t/weight_horizon_rounds (increasing: later rounds weigh more in Theorem 1's bound). Q grows by the PLANNED
+transmission delay in `observe`, not the realised round duration, which also holds compute and download time that
+the scheduler neither models nor controls (feeding that in would make the queue grow without bound whenever compute
+alone exceeds τ̄).
 
 Set expansion (Algorithm 1, Theorem 2): within an RSU an optimal set is the vehicles with the largest a = p·h/N0, so
 each RSU r has a delay ladder τ_r(1) < τ_r(2) < ... over its best-first prefixes. Across RSUs (each with its own band)
@@ -110,7 +111,7 @@ class _DriftPlusPenalty(ABC):
 
     def plan(self, obs: Observation) -> Plan:
         a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
-        chosen, self.planned_delay_s = set_expansion(obs.upload_bits, a, obs.rsu, obs.rsu_bandwidth_hz, self.queue_s,
+        chosen, self.planned_delay_s = set_expansion(obs.payload_bits, a, obs.rsu, obs.rsu_bandwidth_hz, self.queue_s,
                                                      self.reward_s2(obs.round_index), self.prefix_delays)
         return Plan(chosen, self.bandwidth_hz(obs, a, chosen))
 
@@ -130,7 +131,7 @@ class Lyapunov(_DriftPlusPenalty):
     prefix_delays = staticmethod(optimal_prefix_delays)
 
     def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        return equal_finish_split(obs.upload_bits, a[chosen], obs.rsu[chosen], obs.rsu_bandwidth_hz)[1]
+        return equal_finish_split(obs.payload_bits, a[chosen], obs.rsu[chosen], obs.rsu_bandwidth_hz)[1]
 
 
 @register(AabaConfig)
@@ -155,7 +156,7 @@ class Greedy:
 
     def plan(self, obs: Observation) -> Plan:
         a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
-        need = required_bandwidth_hz(obs.upload_bits / self.tau_bar_s, a)  # +inf where τ̄ is out of reach
+        need = required_bandwidth_hz(obs.payload_bits / self.tau_bar_s, a)  # +inf where τ̄ is out of reach
         reachable = np.flatnonzero(np.isfinite(need))
         order = reachable[np.lexsort((need[reachable], obs.rsu[reachable]))]
         used = np.cumsum(need[order])
