@@ -24,8 +24,9 @@ POWER_W, NOISE_PSD, BAND_HZ, BITS = 0.2, 4e-21, 20e6, 1_000_000
 
 
 def decision_times_ms(config: LyapunovConfig | AabaConfig | GsConfig, vehicles: int, rsus: int, rounds: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    """Wall time of each round's `plan` for one scheduler on i.i.d. rounds of the static disk."""
+                      rng: np.random.Generator, *, bits: int = BITS, band_hz: float = BAND_HZ) -> np.ndarray:
+    """Wall time of each round's `plan` for one scheduler on i.i.d. rounds of the static disk (payload `bits` per
+    vehicle, `band_hz` shared by the RSUs)."""
     distance = RADIUS_M * np.sqrt(rng.uniform(1e-4, 1.0, vehicles))  # uniform in the disk, at least 5 m out
     rsu = np.arange(vehicles) % rsus
     scheduler = make_scheduler(config, np.random.default_rng(0))
@@ -36,13 +37,13 @@ def decision_times_ms(config: LyapunovConfig | AabaConfig | GsConfig, vehicles: 
             round_index=t, time_s=float(t), vehicles=np.arange(vehicles), rsu=rsu, distance_m=distance, gain=gain,
             speed_mps=np.zeros(vehicles), dwell_s=np.full(vehicles, np.inf),
             battery_j=np.ones(vehicles), tx_power_w=np.full(vehicles, POWER_W),
-            compute_time_s=np.zeros(vehicles), rsu_bandwidth_hz=np.full(rsus, BAND_HZ / rsus),
-            noise_psd_w_per_hz=NOISE_PSD, upload_bits=BITS, download_bits=BITS, payload_bits=BITS, deadline_s=np.inf)
+            compute_time_s=np.zeros(vehicles), rsu_bandwidth_hz=np.full(rsus, band_hz / rsus),
+            noise_psd_w_per_hz=NOISE_PSD, upload_bits=bits, download_bits=bits, payload_bits=bits, deadline_s=np.inf)
         start = time.perf_counter()
         plan = scheduler.plan(obs)
         times[t] = (time.perf_counter() - start) * 1e3
         chosen = plan.participants
-        delay = float(np.max(BITS / shannon_rate_bps(plan.bandwidth_hz, POWER_W, gain[chosen], NOISE_PSD),
+        delay = float(np.max(bits / shannon_rate_bps(plan.bandwidth_hz, POWER_W, gain[chosen], NOISE_PSD),
                              initial=0.0))
         scheduler.observe(RoundFeedback(t, delay, np.ones(len(chosen), dtype=bool), np.zeros(len(chosen)), None))
     return times

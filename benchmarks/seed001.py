@@ -1,0 +1,178 @@
+"""Seed 001 reproduced in one run: All-in, Lyapunov, GS and AABA on split federated LoRA (MiniLM, SST-2) in the
+paper's static cell (scenarios/seed001-static.toml), through the co-simulation engine, at three delay budgets τ̄.
+
+For each τ̄ it prints the average number of scheduled devices, the average realised transmission delay per round
+(the slowest participant's embeddings + features + gradients on the air, the paper's τ_t) and the held-out accuracy
+after R rounds, and checks the paper's ordering All-in ≥ Lyapunov > GS > AABA on devices and on accuracy. All-in
+ignores τ̄, so it runs once. Accuracy differences within two standard errors of the held-out estimate are reported
+as not separated rather than as an ordering. Then the decision time per round vs the number of vehicles (the paper's
+Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Writes one PNG with all of it.
+
+    .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.5 1.0 1.5] [--figure seed001.png] [--quick]
+
+(run as a module from the repository root: as a script, benchmarks/mobility.py would shadow the mobility package)
+
+--quick is a smoke run: tiny-BERT (hidden 32) with a batch 12× larger, so the payload b·ℓ·d and hence every
+scheduling decision match MiniLM's (hidden 384), for a few rounds; its accuracies mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from benchmarks.seed001_decision import VEHICLES, decision_times_ms
+from cosim.engine import run_scenario
+from cosim.scenario import Scenario, load_scenario
+from cosim.schedulers.lyapunov import AabaConfig, GsConfig, LyapunovConfig
+
+STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed001-static.toml"
+SCHEDULERS = ("all-in", "lyapunov", "gs", "aaba")  # the paper's order, best first
+COLORS = dict(zip(SCHEDULERS, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
+QUICK = ["learning.model=tiny-bert", "learning.batch_size=96", "learning.eval_samples=128"]
+
+
+@dataclass(frozen=True)
+class Result:
+    devices: float  # scheduled per round, on average
+    delay_s: float  # realised transmission delay per round, on average
+    accuracy: float  # held-out, after the last round
+    eval_samples: int
+    payload_bits: int  # L_k, as the scheduler saw it
+    wall_s: float
+
+
+def scheduler_table(base: Scenario, name: str, tau_bar_s: float) -> str:
+    """An inline TOML table that replaces the scenario's [scheduler], keeping its Lyapunov knobs where they apply."""
+    if name == "all-in":
+        return "{name = 'all-in'}"
+    if name == "gs":
+        return f"{{name = 'gs', tau_bar_s = {tau_bar_s}}}"
+    knobs = base.scheduler if isinstance(base.scheduler, LyapunovConfig | AabaConfig) else LyapunovConfig(
+        name="lyapunov")
+    return (f"{{name = '{name}', tau_bar_s = {tau_bar_s}, v0 = {knobs.v0}, "
+            f"weight_horizon_rounds = {knobs.weight_horizon_rounds}}}")
+
+
+def run_one(overrides: list[str]) -> Result:
+    """One co-simulation of the static cell; the run directory is thrown away after reading its tables."""
+    scenario = load_scenario(STATIC, overrides)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        trace = run_scenario(scenario, Path(out))
+    rounds, parts = trace.table("rounds"), trace.table("participants")
+    on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
+    return Result(float(rounds["participants"].mean()),
+                  float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
+                  float(rounds["accuracy"].iloc[-1]), scenario.learning.eval_samples,
+                  int(trace.manifest["payload_bits"]), time.perf_counter() - start)
+
+
+def ordering(values: dict[str, float], margin: float = 0.0) -> str:
+    """Check All-in ≥ Lyapunov > GS > AABA: a pair breaks it when the worse one leads by more than `margin`; a strict
+    pair whose gap is within ±`margin` (or zero) is 'not separated'."""
+    broken, unseparated = [], []
+    for better, worse, strict in (("all-in", "lyapunov", False), ("lyapunov", "gs", True), ("gs", "aaba", True)):
+        gap = values[better] - values[worse]
+        if gap < -margin:
+            broken.append(f"{better} < {worse}")
+        elif strict and gap <= margin:
+            unseparated.append(f"{better} ~ {worse}")
+    if broken:
+        return "FAILS: " + ", ".join(broken + unseparated)
+    return "holds" if not unseparated else "not separated: " + ", ".join(unseparated)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40, help="R, rounds per run (default 40)")
+    parser.add_argument("--tau-bars", type=float, nargs=3, default=[0.5, 1.0, 1.5], metavar="S",
+                        help="three average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5)")
+    parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
+    parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, same payload, 4 rounds")
+    args = parser.parse_args()
+    rounds = 4 if args.quick else args.rounds
+    base = load_scenario(STATIC)
+    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={rounds}"]
+
+    results: dict[float, dict[str, Result]] = {}
+    all_in = None
+    for tau in args.tau_bars:
+        results[tau] = {}
+        for name in SCHEDULERS:
+            if name == "all-in" and all_in is not None:
+                results[tau][name] = all_in
+                continue
+            result = run_one([*common, f"scheduler={scheduler_table(base, name, tau)}"])
+            results[tau][name] = result
+            all_in = all_in or (result if name == "all-in" else None)
+            print(f"  τ̄={tau:g} s {name:<9} {result.devices:5.1f} devices  {result.delay_s:6.3f} s  "
+                  f"acc {result.accuracy:.3f}  ({result.wall_s:.0f} s wall)", flush=True)
+
+    model = "tiny-BERT (--quick: accuracies meaningless)" if args.quick else "MiniLM"
+    print(f"\nseed 001, static cell, {base.mobility.disk.devices} devices, split LoRA on SST-2 with {model}, "
+          f"R = {rounds} rounds")
+    print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'avg delay (s)':>14} {'accuracy':>9}")
+    for tau, row in results.items():
+        for name, r in row.items():
+            print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.delay_s:>14.3f} {r.accuracy:>9.3f}")
+    print("\nordering All-in ≥ Lyapunov > GS > AABA")
+    for tau, row in results.items():
+        accuracy = {name: r.accuracy for name, r in row.items()}
+        p = float(np.mean(list(accuracy.values())))
+        se = math.sqrt(p * (1 - p) / row["all-in"].eval_samples)
+        print(f"  τ̄={tau:g} s: devices {ordering({n: r.devices for n, r in row.items()})}; "
+              f"accuracy (gaps > 2 SE = {2 * se:.3f}) {ordering(accuracy, 2 * se)}")
+
+    decision_tau = args.tau_bars[1]
+    payload = next(iter(results[decision_tau].values())).payload_bits
+    configs = {"lyapunov": LyapunovConfig(name="lyapunov", tau_bar_s=decision_tau),
+               "gs": GsConfig(name="gs", tau_bar_s=decision_tau),
+               "aaba": AabaConfig(name="aaba", tau_bar_s=decision_tau)}
+    decision = {name: [np.median(decision_times_ms(config, n, 1, args.decision_rounds, np.random.default_rng(n),
+                                                   bits=payload, band_hz=base.rsu.bandwidth_hz)) for n in VEHICLES]
+                for name, config in configs.items()}
+    print(f"\ndecision time per round, median ms (τ̄ = {decision_tau:g} s)")
+    print(f"{'vehicles':>8}" + "".join(f"{name:>10}" for name in decision))
+    for i, n in enumerate(VEHICLES):
+        print(f"{n:>8}" + "".join(f"{times[i]:>10.2f}" for times in decision.values()))
+
+    draw(results, decision, args.figure, rounds)
+    print(f"\nfigure: {args.figure}")
+
+
+def draw(results: dict[float, dict[str, Result]], decision: dict[str, list[float]], path: Path, rounds: int) -> None:
+    """Devices, delay and accuracy as grouped bars per τ̄, and the decision-time curves."""
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    taus = list(results)
+    x = np.arange(len(taus))
+    width = 0.8 / len(SCHEDULERS)
+    panels = [("devices", "scheduled devices / round"), ("delay_s", "avg transmission delay (s)"),
+              ("accuracy", f"accuracy after {rounds} rounds")]
+    for ax, (field, label) in zip(axes, panels, strict=False):
+        for j, name in enumerate(SCHEDULERS):
+            ax.bar(x + (j - 1.5) * width, [getattr(results[t][name], field) for t in taus], width,
+                   color=COLORS[name], label=name if ax is axes[0] else None)
+        ax.set(xticks=x, xticklabels=[f"τ̄={t:g} s" for t in taus], ylabel=label)
+    axes[1].scatter(x, taus, marker="_", s=400, color="black", label="τ̄", zorder=3)
+    accuracies = [r.accuracy for row in results.values() for r in row.values()]
+    axes[2].set_ylim(max(0.0, min(accuracies) - 0.05), min(1.0, max(accuracies) + 0.03))
+    for name, times in decision.items():
+        axes[3].plot(VEHICLES, times, marker="o", color=COLORS[name])
+    axes[3].set(xscale="log", yscale="log", xlabel="vehicles", ylabel="decision time per round (ms)")
+    fig.suptitle("Seed 001: split federated LoRA, static cell")
+    fig.legend(loc="upper right", ncols=5, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
