@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +34,7 @@ class ClientRows:
     generators: Sequence[torch.Generator]
     widths: Sequence[int] | None = None
     groups: list[tuple[int, int, int, int]] = field(init=False)  # (first client, clients, rows each, first row)
+    starts: list[int] = field(init=False)  # first row of each client
 
     def __post_init__(self) -> None:
         groups, row = [], 0
@@ -44,18 +46,20 @@ class ClientRows:
                 groups.append((client, 1, size, row))
             row += size
         object.__setattr__(self, "groups", groups)
+        object.__setattr__(self, "starts", [int(start) for start in np.cumsum([0, *self.sizes[:-1]])])
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x (rows, ..., in), weight (clients, out, in), bias (clients, out): each client's rows through its own
         weight, one bmm per group of equally sized clients."""
         outputs = []
         for first, count, size, row in self.groups:
-            inputs = x[row : row + count * size].reshape(count, -1, x.shape[-1])
-            w = weight[first : first + count].transpose(1, 2)
+            whole = len(self.groups) == 1  # no slicing: its backward would allocate and copy full-size gradients
+            inputs = (x if whole else x[row : row + count * size]).reshape(count, -1, x.shape[-1])
+            w = (weight if whole else weight[first : first + count]).transpose(1, 2)
             if bias is None:
                 y = torch.bmm(inputs, w)
             else:
-                y = torch.baddbmm(bias[first : first + count].unsqueeze(1), inputs, w)
+                y = torch.baddbmm((bias if whole else bias[first : first + count]).unsqueeze(1), inputs, w)
             outputs.append(y.reshape(count * size, *x.shape[1:-1], weight.shape[1]))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
@@ -67,17 +71,20 @@ class ClientRows:
             return x
         keep = 1.0 - p
         token_dims = {4: (2, 3), 3: (1,)}.get(x.dim(), ())
-        masks = []
-        for client, size in enumerate(self.sizes):
+        mask = torch.empty_like(x)
+        for client, (size, row) in enumerate(zip(self.sizes, self.starts, strict=True)):
+            rows = mask[row : row + size]  # contiguous: drawn in place exactly as a client-alone tensor would be
+            if not token_dims or self.widths is None or self.widths[client] == x.shape[token_dims[0]]:
+                rows.bernoulli_(keep, generator=self.generators[client])
+                continue
+            width = self.widths[client]
             shape = [size, *x.shape[1:]]
-            if self.widths is not None:
-                for dim in token_dims:
-                    shape[dim] = self.widths[client]
-            mask = torch.empty(shape, dtype=x.dtype, device=x.device)
-            mask.bernoulli_(keep, generator=self.generators[client])
-            pad = [amount for dim in range(x.dim() - 1, 0, -1) for amount in (0, x.shape[dim] - shape[dim])]
-            masks.append(F.pad(mask, pad, value=1.0) if any(pad) else mask)
-        return x * torch.cat(masks).div_(keep)
+            for dim in token_dims:
+                shape[dim] = width
+            own = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep, generator=self.generators[client])
+            rows.fill_(1.0)
+            rows[tuple(slice(0, width) if dim in token_dims else slice(None) for dim in range(x.dim()))] = own
+        return x * mask.div_(keep)
 
 
 def _attention(

@@ -176,8 +176,6 @@ class LocalTrainer:
             raise ValueError(
                 f"clients {bad} out of range: there are {len(self.shards)} shards (0..{len(self.shards) - 1})"
             )
-        if len(set(clients)) != len(clients):
-            raise ValueError(f"clients must be distinct, got {clients}")
 
     @staticmethod
     def _ranks(global_state: Mapping[str, torch.Tensor], clients: list[int], ranks: Sequence[int] | None) -> list[int]:

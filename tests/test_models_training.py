@@ -256,8 +256,8 @@ def test_trainer_validates():
         trainer.train(trainable_state(model), [4], steps=1, round_index=0)
     with pytest.raises(ValueError, match="steps"):
         trainer.train(trainable_state(model), [0], steps=0, round_index=0)
-    with pytest.raises(ValueError, match="distinct"):
-        trainer.train(trainable_state(model), [1, 1], steps=1, round_index=0)
+    twice = trainer.train(trainable_state(model), [1, 1], steps=1, round_index=0)  # a client may appear twice
+    assert _max_diff(twice[0].state, twice[1].state) == 0.0
     with pytest.raises(ValueError, match="ranks"):
         trainer.train(trainable_state(model), [0, 1], steps=1, round_index=0, ranks=[2, 5])
     with pytest.raises(ValueError, match="ranks"):
