@@ -96,7 +96,9 @@ def worker(method: str, clients: int, steps: int) -> dict[str, float]:
     began = time.perf_counter()
     run(list(range(clients)), 1)
     seconds = time.perf_counter() - began
-    return {"seconds": seconds, "client_steps_per_s": clients * steps / seconds, "peak_mb": _peak_mb() - base}
+    frozen_mb = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad) / 2**20
+    return {"seconds": seconds, "client_steps_per_s": clients * steps / seconds, "peak_mb": _peak_mb() - base,
+            "frozen_mb": frozen_mb}
 
 
 def main() -> None:
@@ -122,6 +124,8 @@ def main() -> None:
                                  check=True, capture_output=True, text=True).stdout
             result[method] = json.loads(out.strip().splitlines()[-1])
         loop, batched = result["loop"], result["batched"]
+        if clients == counts[0]:
+            print(f"(the frozen base alone is {loop['frozen_mb']:.0f} MB: what each per-client copy costs)")
         print(f"{clients:>7} | {loop['client_steps_per_s']:>9.2f} | {batched['client_steps_per_s']:>12.2f} | "
               f"{batched['client_steps_per_s'] / loop['client_steps_per_s']:>7.2f}x | {loop['peak_mb']:>12.0f} | "
               f"{batched['peak_mb']:>15.0f} | {batched['peak_mb'] / clients:>17.1f}", flush=True)

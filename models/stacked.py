@@ -71,7 +71,7 @@ class ClientRows:
             return x
         keep = 1.0 - p
         token_dims = {4: (2, 3), 3: (1,)}.get(x.dim(), ())
-        mask = torch.empty_like(x)
+        mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)  # kept for backward: 1 byte per value
         for client, (size, row) in enumerate(zip(self.sizes, self.starts, strict=True)):
             rows = mask[row : row + size]  # contiguous: drawn in place exactly as a client-alone tensor would be
             if not token_dims or self.widths is None or self.widths[client] == x.shape[token_dims[0]]:
@@ -81,10 +81,11 @@ class ClientRows:
             shape = [size, *x.shape[1:]]
             for dim in token_dims:
                 shape[dim] = width
-            own = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep, generator=self.generators[client])
-            rows.fill_(1.0)
+            own = torch.empty(shape, dtype=torch.bool, device=x.device)
+            own.bernoulli_(keep, generator=self.generators[client])
+            rows.fill_(True)
             rows[tuple(slice(0, width) if dim in token_dims else slice(None) for dim in range(x.dim()))] = own
-        return x * mask.div_(keep)
+        return (x * mask).mul_(1.0 / keep)
 
 
 def _attention(
