@@ -3,7 +3,7 @@ without the network: every round `--participants` random clients (of 200 IID sha
 AdamW steps from the global adapter in one batched pass, FedAvg merges them, and the global adapter is evaluated
 on the whole SST-2 dev set (872 sentences) every `--eval-every` rounds.
 
-    .venv/bin/python benchmarks/minilm_sst2.py [--rounds 60] [--participants 10] [--lr 3e-3]
+    .venv/bin/python benchmarks/minilm_sst2.py [--rounds 30] [--participants 10] [--lr 3e-3]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CLIENTS, SAMPLES_PER_CLIENT, MAX_LENGTH, BATCH, LOCAL_STEPS, SEED = 200, 64, 64,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--participants", type=int, default=10)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--eval-every", type=int, default=5)
