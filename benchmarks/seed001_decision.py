@@ -45,7 +45,7 @@ def decision_times_ms(config: LyapunovConfig | AabaConfig | GsConfig, vehicles: 
         chosen = plan.participants
         delay = float(np.max(bits / shannon_rate_bps(plan.bandwidth_hz, POWER_W, gain[chosen], NOISE_PSD),
                              initial=0.0))
-        scheduler.observe(RoundFeedback(t, delay, np.ones(len(chosen), dtype=bool), np.zeros(len(chosen)), None))
+        scheduler.observe(RoundFeedback(t, delay, delay, np.ones(len(chosen), dtype=bool), np.zeros(len(chosen)), None))
     return times
 
 

@@ -248,7 +248,8 @@ class FlatFederation:
         evaluate_now = (round_index + 1) % self.task.cfg.eval_every == 0 or round_index + 1 == self.sim.rounds
         accuracy, loss = self.task.evaluate() if evaluate_now else (float("nan"), float("nan"))
         energy = np.array([r["energy_j"] for r in records])
-        self.scheduler.observe(RoundFeedback(round_index, end - start, arrived, energy,
+        air_time = max((r["download_s"] + r["upload_delay_s"] for r in records), default=0.0)
+        self.scheduler.observe(RoundFeedback(round_index, end - start, air_time, arrived, energy,
                                              accuracy if evaluate_now else None))
         self.trace.add("participants", records)
         self.trace.add("rounds", [{

@@ -38,7 +38,7 @@ def upload_delays(obs, plan):
 
 def feedback(round_index, plan, delay_s):
     k = len(plan.participants)
-    return RoundFeedback(round_index, delay_s, np.ones(k, dtype=bool), np.zeros(k), None)
+    return RoundFeedback(round_index, delay_s, delay_s, np.ones(k, dtype=bool), np.zeros(k), None)
 
 
 def test_registered_with_documented_defaults():
@@ -135,8 +135,10 @@ def test_lyapunov_splits_each_band_so_its_uploads_finish_together():
             np.testing.assert_allclose(delays[rsu == r], delays[rsu == r][0], rtol=1e-9)
         assert delays.max() == pytest.approx(scheduler.planned_delay_s, rel=1e-9)
         queue = scheduler.queue_s
-        scheduler.observe(feedback(t, plan, 123.0))  # the realised round duration does not drive the queue
-        assert scheduler.queue_s == pytest.approx(max(queue + delays.max() - 0.05, 0.0), rel=1e-12, abs=1e-15)
+        # The queue follows the realised time on the air (here 10% over plan), not the whole round's duration.
+        k = len(plan.participants)
+        scheduler.observe(RoundFeedback(t, 123.0, 1.1 * delays.max(), np.ones(k, dtype=bool), np.zeros(k), None))
+        assert scheduler.queue_s == pytest.approx(max(queue + 1.1 * delays.max() - 0.05, 0.0), rel=1e-12, abs=1e-15)
 
 
 def test_aaba_gives_equal_bandwidth_per_rsu():

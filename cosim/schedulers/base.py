@@ -54,7 +54,8 @@ class RoundFeedback:
     """What the server learns after a round, for schedulers that adapt (queues, bandits)."""
 
     round_index: int
-    delay_s: float
+    delay_s: float  # the round's duration: first download to last upload, computation included
+    air_time_s: float  # the slowest participant's time on the air (its transfers only): the seeds' τ(t)
     arrived: np.ndarray  # (k,) bool, aligned with Plan.participants
     energy_j: np.ndarray  # (k,)
     accuracy: float | None

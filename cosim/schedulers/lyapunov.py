@@ -3,10 +3,12 @@
 Per round the Lyapunov scheduler minimises the drift-plus-penalty  Q·τ − V(t)·w(t)·|S|  over sets S, where τ is the
 set's planned transmission delay max_k L/R_k (L = obs.payload_bits, the task's L_k) and Q the virtual queue of the
 average-delay budget τ̄. Forms used here: V(t) = v0·τ̄²/sqrt(t+1) (decreasing; the τ̄² makes v0 dimensionless) and
-w(t) = 1 + t/weight_horizon_rounds (increasing: later rounds weigh more in Theorem 1's bound). Q grows by the PLANNED
-transmission delay in `observe`, not the realised round duration, which also holds compute and download time that
-the scheduler neither models nor controls (feeding that in would make the queue grow without bound whenever compute
-alone exceeds τ̄).
+w(t) = 1 + t/weight_horizon_rounds (increasing: later rounds weigh more in Theorem 1's bound). Q grows in `observe`
+by the REALISED time on the air of the round's slowest participant (RoundFeedback.air_time_s), which the server
+measures: under mobility the rate changes within a round (fading, distance) and the plan picks vehicles at their
+fading peaks, so planned delays underestimate, and only the realised delay keeps the long-term average at τ̄. Not
+the whole round duration: it also holds local computation, which the scheduler neither models nor controls
+(feeding that in would make the queue grow without bound whenever compute alone exceeds τ̄).
 
 Set expansion (Algorithm 1, Theorem 2): within an RSU an optimal set is the vehicles with the largest a = p·h/N0, so
 each RSU r has a delay ladder τ_r(1) < τ_r(2) < ... over its best-first prefixes. Across RSUs (each with its own band)
@@ -120,8 +122,7 @@ class _DriftPlusPenalty(ABC):
         """The chosen vehicles' FDMA shares."""
 
     def observe(self, feedback: RoundFeedback) -> None:
-        del feedback
-        self.queue_s = max(self.queue_s + self.planned_delay_s - self.config.tau_bar_s, 0.0)
+        self.queue_s = max(self.queue_s + feedback.air_time_s - self.config.tau_bar_s, 0.0)
 
 
 @register(LyapunovConfig)
