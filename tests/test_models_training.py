@@ -189,7 +189,7 @@ def test_training_reduces_loss_on_learnable_task():
     start = trainable_state(model)
     acc0, loss0 = evaluate(model, start, data)
     state = start
-    for round_index in range(40):
+    for round_index in range(60):
         state = trainer.train(state, [0], steps=2, round_index=round_index)[0].state
     acc1, loss1 = evaluate(model, state, data)
     assert loss1 < 0.6 * loss0 and acc1 >= 0.8 > acc0
