@@ -15,7 +15,7 @@ from cosim.schedulers import scheduler_config_class, scheduler_config_union, sch
 from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
-BUILTIN_DATASETS = ("sst2",)
+BUILTIN_DATASETS = ("sst2", "mrpc", "qnli", "rte")  # shipped in models/datasets
 
 
 def builtin_or_directory(builtins: tuple[str, ...], alternative: str) -> AfterValidator:
@@ -105,7 +105,7 @@ class LearningConfig(Section):
     mode: Literal["flat", "split"] = "flat"
     # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
     model: Annotated[str, builtin_or_directory(BUILTIN_MODELS, "a Hugging Face checkpoint directory")] = "minilm"
-    dataset: Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train.tsv and dev.tsv")] = "sst2"
+    dataset: Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train and dev tables")] = "sst2"
     clients: int = Field(100, ge=1)
     samples_per_client: int = Field(64, ge=1)
     partition: Literal["iid", "dirichlet"] = "iid"
