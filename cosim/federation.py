@@ -231,6 +231,7 @@ class FlatFederation:
 
     def round(self, round_index: int) -> Generator[simpy.Event, object, None]:
         start = self.env.now
+        self.world.begin_round()
         obs, slots = self.observe(round_index)
         plan = self.scheduler.plan(obs)
         deadline_at = start + self.sim.round_deadline_s

@@ -56,7 +56,8 @@ class ChannelConfig(Section):
     shadowing_std_db: NonNegative = 4.0
     shadowing_decorrelation_m: Positive = 10.0
     fading: Literal["rayleigh", "rician", "none"] = "rayleigh"
-    fading_correlation: Literal["block", "jakes"] = "block"  # i.i.d. per tick, or Doppler-correlated (speed, carrier)
+    # i.i.d. per tick; Doppler-correlated (speed, carrier); or i.i.d. per round, held through it (the seeds' model)
+    fading_correlation: Literal["block", "jakes", "round"] = "block"
     rician_k_db: Annotated[float, Field(ge=-20, le=40)] = 9.0
     fading_sinusoids: int = Field(16, ge=4, le=256)
     noise_psd_dbm_per_hz: float = -174.0

@@ -55,6 +55,7 @@ class World:
         self.distance_m = np.zeros(0)
         self.dwell_s = np.zeros(0)
         self.gain = np.zeros(0)
+        self._path_gain = np.zeros(0)  # serving link without fast fading
         self.slot = np.zeros(0, dtype=np.int64)
         self.batteries = Batteries()
         self._tick_event = env.event()
@@ -74,6 +75,12 @@ class World:
     def next_tick(self) -> simpy.Event:
         return self._tick_event
 
+    def begin_round(self) -> None:
+        """Called as a round starts: round-block fading takes its new draw here (the other kinds change per tick)."""
+        if self.fading.new_round(self.ids):
+            rows = np.arange(len(self.ids))
+            self.gain = self._path_gain * self.fading.serving_links(self.snapshot, rows, np.maximum(self.serving, 0))
+
     def refresh(self) -> None:
         snap = self.mobility.advance(self.env.now)
         distance_2d = self.rsus.distances_m(snap.xy_m)
@@ -84,8 +91,8 @@ class World:
         serving, events = self.association.update(snap.time_s, snap.ids, rsrp_dbm, in_coverage)
         rows = np.arange(len(snap.ids))
         column = np.maximum(serving, 0)
-        fading = self.fading.serving_links(snap, rows, column)
-        self.gain = np.where(serving >= 0, db_to_linear(-loss_db[rows, column]) * fading, 0.0)
+        self._path_gain = np.where(serving >= 0, db_to_linear(-loss_db[rows, column]), 0.0)
+        self.gain = self._path_gain * self.fading.serving_links(snap, rows, column)
         self.distance_m = np.where(serving >= 0, distance_2d[rows, column], np.nan)
         self.dwell_s = dwell_time_s(self.rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
         self.serving = serving
@@ -132,7 +139,9 @@ def _pathloss_model(ch: ChannelConfig) -> SimplePathloss | str:
 
 
 class _FastFading:
-    """Small-scale power gain of each vehicle's serving link: none, block (i.i.d. per tick) or Jakes-correlated."""
+    """Small-scale power gain of each vehicle's serving link: none, block (i.i.d. per tick), Jakes-correlated, or
+    round (i.i.d. per vehicle and round, constant through the round: the seeds' quasi-static block fading, under
+    which a round's planned delays are exactly its realised ones when nothing moves)."""
 
     def __init__(self, ch: ChannelConfig, num_rsus: int, rng: np.random.Generator) -> None:
         self.kind = ch.fading
@@ -140,15 +149,32 @@ class _FastFading:
         self.rng = rng
         self.correlated = (CorrelatedFading(num_rsus, ch.carrier_hz, rng, ch.fading_sinusoids, self.k_factor)
                            if ch.fading_correlation == "jakes" and ch.fading != "none" else None)
+        self.per_round = ch.fading_correlation == "round" and ch.fading != "none"
+        self._held_ids, self._held = np.array([], dtype=str), np.zeros(0)  # round mode: this round's draws
 
     def serving_links(self, snap: Snapshot, rows: np.ndarray, column: np.ndarray) -> np.ndarray | float:
         if self.kind == "none":
             return 1.0
         if self.correlated is not None:  # advanced for every link each tick: its Doppler phase integrates speed
             return self.correlated.update(snap.ids, snap.speed_mps, snap.time_s)[rows, column]
+        if not self.per_round:
+            return self._draw(len(rows))
+        known, held = realign(self._held_ids, self._held, snap.ids)
+        fresh = np.flatnonzero(~known)
+        held[fresh] = self._draw(len(fresh))  # a vehicle that appears mid-round gets its own block
+        self._held_ids, self._held = snap.ids, held
+        return held
+
+    def new_round(self, ids: np.ndarray) -> bool:
+        """Round mode: a fresh draw for every vehicle; returns whether anything was redrawn."""
+        if self.per_round:
+            self._held_ids, self._held = ids, self._draw(len(ids))
+        return self.per_round
+
+    def _draw(self, count: int) -> np.ndarray:
         if self.kind == "rician":
-            return rician_power(len(rows), self.k_factor, self.rng)
-        return rayleigh_power(len(rows), self.rng)
+            return rician_power(count, self.k_factor, self.rng)
+        return rayleigh_power(count, self.rng)
 
 
 @dataclass(frozen=True)

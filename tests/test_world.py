@@ -81,6 +81,30 @@ def test_every_channel_option_gives_finite_gains(pathloss, fading, correlation):
     assert any(event.from_rsu >= 0 and event.to_rsu >= 0 for event in events)  # someone crossed the border
 
 
+def test_round_block_fading_holds_through_a_round_and_redraws_at_the_next():
+    _, env, world, _ = world_for({"channel": {"fading_correlation": "round"}}, speed=0.0)
+    env.process(world.run())
+    env.run(until=0.5)
+    world.begin_round()
+    first = world.gain.copy()
+    assert (first > 0).any()
+    env.run(until=5.5)  # ten ticks; nobody moves, so only fast fading could change the gains
+    np.testing.assert_array_equal(world.gain, first)
+    world.begin_round()
+    served = first > 0
+    assert np.all(world.gain[served] != first[served]) and np.all(world.gain[~served] == 0)
+
+
+def test_block_fading_redraws_every_tick():
+    _, env, world, _ = world_for({"channel": {"fading_correlation": "block"}}, speed=0.0)
+    env.process(world.run())
+    env.run(until=0.5)
+    first = world.gain.copy()
+    env.run(until=1.5)
+    served = first > 0
+    assert served.any() and np.all(world.gain[served] != first[served])
+
+
 def test_same_seed_same_gains_and_slots():
     gains = []
     for _ in range(2):
