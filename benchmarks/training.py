@@ -1,27 +1,27 @@
 """Clients trained at once vs a plain loop of per-client peft models, on the same work.
 
 MiniLM (all-MiniLM-L6-v2) + LoRA rank 8 on query/value, AdamW, every client a mini-batch of 16 sequences of 64 real
-tokens (SST-2 sentences run together, so no padding can be trimmed) for `--steps` local steps. Two ways to do it:
+tokens (SST-2 sentences run together, so no padding can be trimmed) for `--steps` local steps. The ways to do it:
 
-- batched: models.trainer.LocalTrainer.train, all clients' adapters stacked, one forward/backward per step;
 - loop: the naive way, per client a deep copy of the peft model loaded with the global adapter, its own AdamW, its
-  steps, one client after another.
+  steps, one client after another, in float32 (torch's default);
+- loop-bf16: the same loop under bf16 autocast, to separate what precision buys from what the trainer buys;
+- batched-fp32: models.trainer.LocalTrainer.train in float32: clients' adapters stacked, one forward/backward per
+  step for each pass of clients (on a CPU, passes of at most 2,048 tokens);
+- batched: the same at precision "auto", what a scenario runs: bf16 matrix products where the CPU has AVX512-BF16
+  or AMX (or on a GPU), float32 elsewhere, with the frozen base stored in that dtype (models.device.store_frozen).
 
 Each (method, clients) measurement runs in a fresh subprocess, so its peak memory (ru_maxrss) is its own: reported
-as the growth over the process once the model and data are loaded. Prints client-steps per second, the
-batched/loop speed ratio and the peak memory of each; all ratios come from this one run.
+as the growth over the process once the model and data are loaded. Prints client-steps per second, the speed of each
+way relative to the float32 loop and the peak memories; all ratios come from this one run.
 
-What to expect on a 2-core CPU: both ways do the same floating-point work, and a single client's 16 x 64 = 1,024
-tokens already make GEMMs large enough to run near the cores' peak, so batching gains only what the loop wastes
-around the arithmetic (a deep copy of the base and a fresh optimiser per client, Python and autograd overhead per
-layer call) and loses some cache locality on element-wise ops over the bigger tensors. Measured (shared, noisy
-machine): 0.95x at 8 clients, 1.7x at 16, 3.3x at 32 in one run. The memory claim holds by construction: the
-batched peak grows by one client's activations (~150-300 MB at 16 x 64 tokens, fp32, with dropout masks and
-attention probabilities) per extra client and never by a copy of the 86 MB frozen base; the loop's peak is one
-base copy plus one client's activations whatever the number of clients. The large speed-ups belong to accelerators,
-where one client's batch leaves most of the device idle.
+What to expect on a CPU: all ways do the same floating-point work, and one client's 16 x 64 = 1,024 tokens already
+make GEMMs big enough to run near the cores' peak, so stacking clients saves only the loop's per-client overhead
+(base copy, optimiser, Python) and, past the caches, costs page faults and cache misses: hence capped passes. The
+large factor on such a CPU is bf16 (a GEMM 4.2x faster than float32 here). On a GPU, where one client's batch
+leaves most of the device idle, stacking itself is the gain.
 
-    .venv/bin/python benchmarks/training.py [--clients 8 16 32] [--steps 2] [--quick]
+    .venv/bin/python benchmarks/training.py [--clients 8 16 32] [--steps 2] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -43,10 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, not
 
 from models.backbone import load_backbone
 from models.data import TextClassificationData, encode, load_dataset, partition_iid
+from models.device import autocast, compute_dtype, store_frozen
 from models.lora import add_lora, load_trainable_state, trainable_state
 from models.trainer import LocalTrainer, batch_indices
 
 BATCH, TOKENS, RANK, LR, SEED = 16, 64, 8, 3e-3, 0
+METHODS = ("loop", "loop-bf16", "batched-fp32", "batched")
 
 
 def _rss_mb() -> float:
@@ -70,7 +72,7 @@ def _setup(clients: int):
     return model, data, shards
 
 
-def _loop(model, data, shards, start, clients, steps, round_index) -> None:
+def _loop(model, data, shards, start, clients, steps, round_index, dtype) -> None:
     """The naive baseline: a deep copy of the peft model per client, trained alone."""
     for client in clients:
         batch_seq, _ = np.random.SeedSequence([SEED, round_index, client]).spawn(2)
@@ -81,7 +83,9 @@ def _loop(model, data, shards, start, clients, steps, round_index) -> None:
         own.train()
         for rows in batches:
             rows = torch.as_tensor(rows)
-            loss = F.cross_entropy(own(data.input_ids[rows], data.attention_mask[rows]), data.labels[rows])
+            with autocast("cpu", dtype):
+                logits = own(data.input_ids[rows], data.attention_mask[rows])
+            loss = F.cross_entropy(logits.float(), data.labels[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -89,56 +93,67 @@ def _loop(model, data, shards, start, clients, steps, round_index) -> None:
         del own, optimizer
 
 
-def worker(method: str, clients: int, steps: int) -> dict[str, float]:
+def worker(method: str, clients: int, steps: int, repeats: int) -> dict[str, float]:
     """One measurement in this (fresh) process."""
     model, data, shards = _setup(clients)
-    trainer = LocalTrainer(model, data, shards, batch_size=BATCH, lr=LR, optimizer="adamw", seed=SEED)
+    precision = "float32" if method == "batched-fp32" else "auto"
+    if method == "batched":
+        store_frozen(model, compute_dtype("cpu", precision))  # as a scenario does
+    trainer = LocalTrainer(model, data, shards, batch_size=BATCH, lr=LR, optimizer="adamw", seed=SEED,
+                           precision=precision)
     start = trainable_state(model)
 
     def run(who: list[int], round_index: int) -> None:
-        if method == "batched":
+        if method.startswith("batched"):
             trainer.train(start, who, steps, round_index)
         else:
-            _loop(model, data, shards, start, who, steps, round_index)
+            dtype = torch.bfloat16 if method == "loop-bf16" else torch.float32
+            _loop(model, data, shards, start, who, steps, round_index, dtype)
 
     base = _rss_mb()  # before the warm-up: memory the allocator keeps from it is the method's own
     run([0], 0)  # warm-up: kernel selection and thread pools are not the method's speed
-    began = time.perf_counter()
-    run(list(range(clients)), 1)
-    seconds = time.perf_counter() - began
+    timings = []
+    for repeat in range(repeats):  # the fastest of the repeats: noise from the rest of the machine only adds time
+        began = time.perf_counter()
+        run(list(range(clients)), 1 + repeat)
+        timings.append(time.perf_counter() - began)
+    seconds = min(timings)
     frozen_mb = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad) / 2**20
     return {"seconds": seconds, "client_steps_per_s": clients * steps / seconds, "peak_mb": _peak_mb() - base,
-            "frozen_mb": frozen_mb}
+            "frozen_mb": frozen_mb, "dtype": str(trainer.dtype).removeprefix("torch.")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="4 and 8 clients, one step: a smoke run")
-    parser.add_argument("--worker", nargs=3, metavar=("METHOD", "CLIENTS", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
+    parser.add_argument("--quick", action="store_true", help="4 and 8 clients, one step, one repeat: a smoke run")
+    parser.add_argument("--worker", nargs=4, metavar=("METHOD", "CLIENTS", "STEPS", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        method, clients, steps = args.worker
-        print(json.dumps(worker(method, int(clients), int(steps))))
+        method, clients, steps, repeats = args.worker
+        print(json.dumps(worker(method, int(clients), int(steps), int(repeats))))
         return
-    counts, steps = ([4, 8], 1) if args.quick else (args.clients, args.steps)
+    counts, steps, repeats = ([4, 8], 1, 1) if args.quick else (args.clients, args.steps, args.repeats)
     print(f"MiniLM + LoRA r={RANK}, batch {BATCH} x {TOKENS} tokens, {steps} AdamW steps per client, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'clients':>7} | {'loop cs/s':>9} | {'batched cs/s':>12} | {'speed-up':>8} | {'loop peak MB':>12} | "
-          f"{'batched peak MB':>15} | {'batched MB/client':>17}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, fastest of {repeats}")
+    print(f"{'clients':>7} | {'method':>12} | {'precision':>9} | {'client-steps/s':>14} | {'vs loop':>7} | "
+          f"{'peak MB':>7} | {'MB/client':>9}")
     for clients in counts:
         result = {}
-        for method in ("loop", "batched"):
-            out = subprocess.run([sys.executable, __file__, "--worker", method, str(clients), str(steps)],
+        for method in METHODS:
+            out = subprocess.run([sys.executable, __file__, "--worker", method, str(clients), str(steps), str(repeats)],
                                  check=True, capture_output=True, text=True).stdout
             result[method] = json.loads(out.strip().splitlines()[-1])
-        loop, batched = result["loop"], result["batched"]
         if clients == counts[0]:
-            print(f"(the frozen base alone is {loop['frozen_mb']:.0f} MB: what each per-client copy costs)")
-        print(f"{clients:>7} | {loop['client_steps_per_s']:>9.2f} | {batched['client_steps_per_s']:>12.2f} | "
-              f"{batched['client_steps_per_s'] / loop['client_steps_per_s']:>7.2f}x | {loop['peak_mb']:>12.0f} | "
-              f"{batched['peak_mb']:>15.0f} | {batched['peak_mb'] / clients:>17.1f}", flush=True)
+            print(f"(the frozen base alone is {result['loop']['frozen_mb']:.0f} MB: what each per-client copy costs)")
+        for method, measured in result.items():
+            precision = "bfloat16" if method == "loop-bf16" else measured["dtype"] if "batched" in method else "float32"
+            speed = measured["client_steps_per_s"]
+            print(f"{clients:>7} | {method:>12} | {precision:>9} | {speed:>14.2f} | "
+                  f"{speed / result['loop']['client_steps_per_s']:>6.2f}x | {measured['peak_mb']:>7.0f} | "
+                  f"{measured['peak_mb'] / clients:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":

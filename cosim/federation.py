@@ -24,6 +24,7 @@ from cosim.world import World
 from models.aggregate import fedavg
 from models.backbone import SplitClassifier, load_backbone
 from models.data import EncodedData, encode, load_dataset, partition_dirichlet, partition_iid, subset
+from models.device import compute_dtype, store_frozen
 from models.evaluate import evaluate
 from models.lora import add_lora, trainable_state, upload_bits
 from models.split import SplitTrainer
@@ -45,6 +46,7 @@ class LearningSetup:
         model, tokenizer = load_backbone(cfg.model, num_labels=2, seed=seed)
         model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                          target_modules=cfg.lora_targets)
+        store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
         rng = np.random.default_rng(seed)
         train = load_dataset(cfg.dataset, "train")
         wanted = cfg.clients * cfg.samples_per_client
@@ -111,7 +113,7 @@ class FederatedTask(_Task):
         super().__init__(cfg, setup)
         self.model = setup.model
         self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=cfg.lr,
-                                    optimizer=cfg.optimizer, seed=seed)
+                                    optimizer=cfg.optimizer, seed=seed, precision=cfg.precision)
         self.global_state = trainable_state(setup.model)
         self.adapter_bits = upload_bits(self.global_state)
         self.payload_bits = self.adapter_bits
@@ -131,7 +133,7 @@ class FederatedTask(_Task):
         return float(np.mean([update.loss for update in updates]))
 
     def evaluate(self) -> tuple[float, float]:
-        return evaluate(self.model, self.global_state, self.eval_data)
+        return evaluate(self.model, self.global_state, self.eval_data, dtype=self.trainer.dtype)
 
 
 class SplitTask(_Task):
@@ -147,7 +149,7 @@ class SplitTask(_Task):
         super().__init__(cfg, setup)
         self.trainer = SplitTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
                                     server_lr=cfg.server_lr, head_lr=cfg.head_lr, seed=seed,
-                                    server_optimizer=cfg.server_optimizer)
+                                    server_optimizer=cfg.server_optimizer, precision=cfg.precision)
         self.payload = self.trainer.payload
         self.payload_bits = self.payload.uplink + self.payload.downlink
 

@@ -125,6 +125,8 @@ class LearningConfig(Section):
     server_lr: Positive = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
     head_lr: Positive = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
     server_optimizer: Literal["sgd", "adam"] = "sgd"
+    # "auto": bf16 matrix products where the hardware has them (CUDA; CPUs with AVX512-BF16/AMX), else float32
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")
     def _fields_of_the_mode(self) -> LearningConfig:

@@ -15,10 +15,12 @@ from models.lora import check_state, forward_with_state
 
 @torch.no_grad()
 def evaluate(
-    model: SplitClassifier, state: Mapping[str, torch.Tensor], data: EncodedData, *, batch_size: int = 256
+    model: SplitClassifier, state: Mapping[str, torch.Tensor], data: EncodedData, *, batch_size: int = 256,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` with `state` as its trainable parameters, in eval mode (no
-    dropout), batched by token length. The model's own parameters and its train/eval mode are left as they were."""
+    dropout), batched by token length, matrix products in `dtype`. The model's own parameters and its train/eval
+    mode are left as they were."""
     if len(data) == 0:
         raise ValueError("evaluate: data is empty; pass a non-empty EncodedData")
     if batch_size < 1:
@@ -36,7 +38,7 @@ def evaluate(
             rows = order[start : start + batch_size]
             labels = data.labels[rows].to(device)
             input_ids, attention_mask = trim_padding(data.input_ids[rows], data.attention_mask[rows])
-            with autocast(device):
+            with autocast(device, dtype):
                 logits = forward_with_state(model, state, input_ids.to(device), attention_mask.to(device)).float()
             correct += int((logits.argmax(dim=-1) == labels).sum())
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))

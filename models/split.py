@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from models.aggregate import fedavg
 from models.backbone import SplitClassifier
 from models.data import EncodedData, trim_padding
-from models.device import autocast
+from models.device import Precision, autocast
 from models.evaluate import evaluate
 from models.lora import is_lora_a, is_lora_b
 from models.trainer import ClientUpdate, LocalTrainer, batch_indices
@@ -75,6 +75,7 @@ class SplitTrainer:
         head_lr: float,
         seed: int,
         server_optimizer: Literal["sgd", "adam"] = "sgd",
+        precision: Precision = "float32",
     ) -> None:
         if server_lr <= 0:
             raise ValueError(f"server_lr must be > 0, got {server_lr}")
@@ -82,7 +83,8 @@ class SplitTrainer:
             raise ValueError(f"server_optimizer must be one of {SERVER_OPTIMIZERS}, got {server_optimizer!r}")
         # The flat trainer validates batch size, seed and shards and holds the data on the device; reusing it also
         # makes a split round draw exactly the batch that the first local step of flat training would.
-        self.local = LocalTrainer(model, data, shards, batch_size=batch_size, lr=head_lr, optimizer="sgd", seed=seed)
+        self.local = LocalTrainer(model, data, shards, batch_size=batch_size, lr=head_lr, optimizer="sgd", seed=seed,
+                                  precision=precision)
         self.model, self.device, self.head_lr, self.seed = model, self.local.device, head_lr, seed
         trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
         self._lora = {  # LoRA matrices only: a bare model has every encoder weight trainable, and none of them is one
@@ -167,7 +169,7 @@ class SplitTrainer:
         owner's head (stacked head weights gathered per sample under vmap)."""
         input_ids, attention_mask = trim_padding(self.local.data.input_ids[rows], self.local.data.attention_mask[rows])
         model = self.model
-        with autocast(self.device):
+        with autocast(self.device, self.local.dtype):
             with torch.no_grad():  # frozen, on the vehicle
                 embedded = model.embedding(input_ids=input_ids)
             features = torch.func.functional_call(
@@ -192,7 +194,7 @@ class SplitTrainer:
                            for c in trained])
         else:
             head = {HEAD + name: p.detach().float().cpu() for name, p in self.model.head.named_parameters()}
-        return evaluate(self.model, {**self.global_state, **head}, data)
+        return evaluate(self.model, {**self.global_state, **head}, data, dtype=self.local.dtype)
 
     def _check_clients(self, clients: Sequence[int]) -> None:
         count = len(self.local.shards)

@@ -4,7 +4,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, ViTConfig, ViTModel
 
 from models.backbone import TINY_BERT, TINY_VIT, SplitClassifier, load_backbone
-from models.device import autocast, pick_device
+from models.device import autocast, compute_dtype, native_bf16, pick_device
 
 
 def _batch(tokenizer, texts, max_length):
@@ -97,9 +97,14 @@ def test_num_labels_validated():
 def test_device_helpers():
     device = pick_device()
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with autocast(device):
-        out = nn.Linear(4, 2).to(device)(torch.ones(1, 4, device=device))
-    assert out.dtype == (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    assert compute_dtype(device, "auto") == (torch.bfloat16 if native_bf16(device) else torch.float32)
+    for precision, dtype in [("float32", torch.float32), ("bfloat16", torch.bfloat16)]:
+        assert compute_dtype(device, precision) == dtype
+        with autocast(device, dtype):
+            out = nn.Linear(4, 2).to(device)(torch.ones(1, 4, device=device))
+        assert out.dtype == dtype
+    with pytest.raises(ValueError, match="precision must be one of"):
+        compute_dtype(device, "fp8")
 
 
 def test_real_minilm_weights_load_and_give_384d_features():

@@ -11,6 +11,7 @@ from models.backbone import load_backbone
 from models.data import ImageClassificationData, TextClassificationData, encode, partition_iid, trim_padding
 from models.evaluate import evaluate
 from models.lora import add_lora, load_trainable_state, resize_state, state_rank, trainable_state
+from models.stacked import ClientRows
 from models.trainer import ClientUpdate, LocalTrainer, batch_indices
 
 GOOD = ["good", "great", "excellent", "wonderful", "superb", "lovely", "brilliant", "fine"]
@@ -102,6 +103,39 @@ def test_client_result_independent_of_other_clients_and_order():
     next_round = trainer.train(start, [2], steps=3, round_index=2)
     assert _max_diff(together[3].state, next_round[0].state) > 1e-4
     assert _equal_states(trainable_state(model), start)  # the shared model's own parameters are untouched
+
+
+def test_passes_of_any_size_give_the_same_updates():
+    model, data, _ = _setup()
+    start = trainable_state(model)
+    runs = {}
+    for tokens in (1, 200, 10_000):  # a pass per client, two clients a pass (8 + 5 rows x 12 tokens), all at once
+        trainer = LocalTrainer(model, data, UNEQUAL, batch_size=8, lr=1e-2, seed=5, tokens_per_pass=tokens)
+        assert len(trainer._passes([0, 2, 3, 1], [0, 1, 2, 3])) == {1: 4, 200: 2, 10_000: 1}[tokens]
+        runs[tokens] = trainer.train(start, [3, 1, 0, 2], steps=2, round_index=1)
+    for one, two, all_ in zip(runs[1], runs[200], runs[10_000], strict=True):
+        assert one.client == two.client == all_.client
+        assert _max_diff(one.state, all_.state) <= 1e-6 and _max_diff(two.state, all_.state) <= 1e-6
+    with pytest.raises(ValueError, match="tokens_per_pass must be >= 1"):
+        LocalTrainer(model, data, UNEQUAL, batch_size=8, lr=1e-2, seed=5, tokens_per_pass=0)
+
+
+def test_bf16_training_tracks_float32():
+    """bf16 matrix products (the 'auto' precision on CPUs with AVX512-BF16 and on GPUs) move the adapters like
+    float32 does, to bf16's ~3 significant digits (under SGD, whose step is linear in the gradient), and keep
+    parameters and updates in float32."""
+    model, data, _ = _setup(dropout=False)
+    start = trainable_state(model)
+    updates = {
+        precision: LocalTrainer(model, data, UNEQUAL, batch_size=8, lr=0.5, optimizer="sgd", seed=5,
+                                precision=precision).train(start, [0, 1, 2, 3], steps=3, round_index=0)
+        for precision in ("float32", "bfloat16")
+    }
+    for exact, low in zip(updates["float32"], updates["bfloat16"], strict=True):
+        assert all(value.dtype == torch.float32 for value in low.state.values())
+        moved = _max_diff(exact.state, start)
+        assert moved > 1e-3 and 0 < _max_diff(exact.state, low.state) < 0.1 * moved  # bf16 did run, and is close
+        assert low.loss == pytest.approx(exact.loss, rel=0.02)
 
 
 @pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.5), ("adamw", 1e-2)])
@@ -263,3 +297,18 @@ def test_trainer_validates():
     with pytest.raises(ValueError, match="ranks"):
         trainer.train(trainable_state(model), [0, 1], steps=1, round_index=0, ranks=[2])
     assert trainer.train(trainable_state(model), [], steps=1, round_index=0) == []
+
+
+def test_per_client_dropout_rate_scale_and_padding():
+    """Dropout drops each entry with probability p, scales the kept ones by 1/(1 - p), draws a client's mask from its
+    own generator only, and never drops past a client's own token width (its padding)."""
+    p, x = 0.1, torch.ones(6, 40, 32)
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2)]
+    out = ClientRows([4, 2], generators, widths=[40, 25]).dropout(x, p)
+    first, second = out[:4], out[4:]
+    assert torch.unique(out).tolist() == pytest.approx([0.0, 1 / (1 - p)])
+    assert float((first == 0).float().mean()) == pytest.approx(p, abs=0.01)
+    assert float((second[:, :25] == 0).float().mean()) == pytest.approx(p, abs=0.015)
+    assert bool((second[:, 25:] != 0).all())  # padding kept
+    alone = ClientRows([2], [torch.Generator().manual_seed(2)], widths=[25]).dropout(torch.ones(2, 25, 32), p)
+    assert torch.equal(alone, second[:, :25])  # the same mask as if client 2 had trained alone
