@@ -1,5 +1,7 @@
 """Seed 001 reproduced in one run: All-in, Lyapunov, GS and AABA on split federated LoRA (MiniLM, SST-2) in the
-paper's static cell (scenarios/seed001-static.toml), through the co-simulation engine, at three delay budgets τ̄.
+paper's static cell (scenarios/seed001-static.toml), through the co-simulation engine, at three delay budgets τ̄;
+then the same comparison under mobility (scenarios/seed001-mobility.toml: SUMO grid, four RSUs, handovers) at the
+middle τ̄, which the paper never ran.
 
 For each τ̄ it prints the average number of scheduled devices, the average realised transmission delay per round
 (the slowest participant's embeddings + features + gradients on the air, the paper's τ_t) and the held-out accuracy
@@ -8,11 +10,12 @@ checks the paper's ordering All-in ≥ Lyapunov > GS > AABA on devices and on ac
 once per seed. Accuracy gaps within two standard errors are reported as not separated rather than as an ordering:
 the standard error is the spread of accuracy between seeds when there are several, otherwise only the held-out
 sampling error (which leaves the training noise out). Then the decision time per round vs the number of vehicles
-(the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Writes one PNG with all
-of it.
+(the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it also
+reports the share of scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes
+one PNG with all of it.
 
     .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.5 1.0 1.5] [--seeds 1 2 3]
-                                           [--figure seed001.png] [--quick]
+                                           [--figure seed001.png] [--no-mobility] [--quick]
 
 (run as a module from the repository root: as a script, benchmarks/mobility.py would shadow the mobility package)
 
@@ -38,6 +41,7 @@ from cosim.scenario import Scenario, load_scenario
 from cosim.schedulers.lyapunov import AabaConfig, GsConfig, LyapunovConfig
 
 STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed001-static.toml"
+MOBILITY = STATIC.with_name("seed001-mobility.toml")
 SCHEDULERS = ("all-in", "lyapunov", "gs", "aaba")  # the paper's order, best first
 COLORS = dict(zip(SCHEDULERS, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
 QUICK = ["learning.model=tiny-bert", "learning.batch_size=96", "learning.eval_samples=128"]
@@ -47,6 +51,7 @@ QUICK = ["learning.model=tiny-bert", "learning.batch_size=96", "learning.eval_sa
 class Result:
     devices: float  # scheduled per round, on average
     delay_s: float  # realised transmission delay per round, on average
+    completed: float  # share of scheduled exchanges that completed
     accuracy: float  # held-out, after the last round
     accuracy_se: float  # standard error of `accuracy` (see the module doc)
     eval_samples: int
@@ -60,7 +65,8 @@ def seed_mean(runs: list[Result]) -> Result:
         return runs[0]
     accuracy = np.array([r.accuracy for r in runs])
     return Result(float(np.mean([r.devices for r in runs])), float(np.mean([r.delay_s for r in runs])),
-                  float(accuracy.mean()), float(accuracy.std(ddof=1) / math.sqrt(len(runs))), runs[0].eval_samples,
+                  float(np.mean([r.completed for r in runs])), float(accuracy.mean()),
+                  float(accuracy.std(ddof=1) / math.sqrt(len(runs))), runs[0].eval_samples,
                   runs[0].payload_bits, float(sum(r.wall_s for r in runs)))
 
 
@@ -76,9 +82,9 @@ def scheduler_table(base: Scenario, name: str, tau_bar_s: float) -> str:
             f"weight_horizon_rounds = {knobs.weight_horizon_rounds}}}")
 
 
-def run_one(overrides: list[str]) -> Result:
-    """One co-simulation of the static cell; the run directory is thrown away after reading its tables."""
-    scenario = load_scenario(STATIC, overrides)
+def run_one(path: Path, overrides: list[str]) -> Result:
+    """One co-simulation; the run directory is thrown away after reading its tables."""
+    scenario = load_scenario(path, overrides)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         trace = run_scenario(scenario, Path(out))
@@ -86,7 +92,8 @@ def run_one(overrides: list[str]) -> Result:
     on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
     accuracy, samples = float(rounds["accuracy"].iloc[-1]), scenario.learning.eval_samples
     return Result(float(rounds["participants"].mean()),
-                  float(on_air.reindex(rounds["round"], fill_value=0.0).mean()), accuracy,
+                  float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
+                  float(rounds["arrivals"].sum() / max(rounds["participants"].sum(), 1)), accuracy,
                   math.sqrt(accuracy * (1 - accuracy) / samples), samples,
                   int(trace.manifest["payload_bits"]), time.perf_counter() - start)
 
@@ -106,45 +113,34 @@ def ordering(values: dict[str, float], margin: float = 0.0) -> str:
     return "holds" if not unseparated else "not separated: " + ", ".join(unseparated)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40, help="R, rounds per run (default 40)")
-    parser.add_argument("--tau-bars", type=float, nargs=3, default=[0.5, 1.0, 1.5], metavar="S",
-                        help="three average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N",
-                        help="scenario seeds to average over (default: 1)")
-    parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
-    parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, same payload, 4 rounds")
-    args = parser.parse_args()
-    rounds = 4 if args.quick else args.rounds
-    base = load_scenario(STATIC)
-    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={rounds}"]
-
-    runs: dict[float, dict[str, list[Result]]] = {tau: {name: [] for name in SCHEDULERS} for tau in args.tau_bars}
-    for seed in args.seeds:
+def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario,
+            ) -> dict[float, dict[str, Result]]:
+    """Every scheduler at every τ̄ on the scenario at `path`, each seed once, means over seeds."""
+    runs: dict[float, dict[str, list[Result]]] = {tau: {name: [] for name in SCHEDULERS} for tau in taus}
+    for seed in seeds:
         all_in = None
-        for tau in args.tau_bars:
+        for tau in taus:
             for name in SCHEDULERS:
                 if name == "all-in" and all_in is not None:
                     runs[tau][name].append(all_in)
                     continue
-                result = run_one([*common, f"seed={seed}", f"scheduler={scheduler_table(base, name, tau)}"])
+                result = run_one(path, [*common, f"seed={seed}", f"scheduler={scheduler_table(base, name, tau)}"])
                 runs[tau][name].append(result)
                 all_in = all_in or (result if name == "all-in" else None)
-                print(f"  seed {seed} τ̄={tau:g} s {name:<9} {result.devices:5.1f} devices  {result.delay_s:6.3f} s  "
-                      f"acc {result.accuracy:.3f}  ({result.wall_s:.0f} s wall)", flush=True)
-    results = {tau: {name: seed_mean(row[name]) for name in SCHEDULERS} for tau, row in runs.items()}
+                print(f"  {path.stem} seed {seed} τ̄={tau:g} s {name:<9} {result.devices:5.1f} devices  "
+                      f"{result.delay_s:6.3f} s  acc {result.accuracy:.3f}  ({result.wall_s:.0f} s wall)", flush=True)
+    return {tau: {name: seed_mean(row[name]) for name in SCHEDULERS} for tau, row in runs.items()}
 
-    model = "tiny-BERT (--quick: accuracies meaningless)" if args.quick else "MiniLM"
-    print(f"\nseed 001, static cell, {base.mobility.disk.devices} devices, split LoRA on SST-2 with {model}, "
-          f"R = {rounds} rounds, mean over seeds {args.seeds}")
-    print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'avg delay (s)':>14} {'accuracy':>9} {'± SE':>6}")
+
+def report(results: dict[float, dict[str, Result]], rounds: int, seeds: list[int]) -> None:
+    """The table of means and the ordering verdicts on devices and accuracy, per τ̄."""
+    print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'avg delay (s)':>14} {'completed':>9} "
+          f"{'accuracy':>9} {'± SE':>6}")
     for tau, row in results.items():
         for name, r in row.items():
-            print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.delay_s:>14.3f} {r.accuracy:>9.3f} "
-                  f"{r.accuracy_se:>6.3f}")
-    print("\nordering All-in ≥ Lyapunov > GS > AABA")
+            print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.delay_s:>14.3f} {r.completed:>9.1%} "
+                  f"{r.accuracy:>9.3f} {r.accuracy_se:>6.3f}")
+    print("ordering All-in ≥ Lyapunov > GS > AABA")
     accuracy_holds = True
     for tau, row in results.items():
         accuracy = {name: r.accuracy for name, r in row.items()}
@@ -154,9 +150,37 @@ def main() -> None:
         print(f"  τ̄={tau:g} s: devices {ordering({n: r.devices for n, r in row.items()})}; "
               f"accuracy (gaps > 2 SE = {2 * se:.3f}) {verdict}")
     if not accuracy_holds:
-        print(f"  note: after {rounds} rounds over seeds {args.seeds}, accuracy does not follow the participation "
+        print(f"  note: after {rounds} rounds over seeds {seeds}, accuracy does not follow the participation "
               "counts at every τ̄. With one seed the margin covers only the held-out sampling noise, not the "
               "training noise between seeds; pass several --seeds to measure it.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40, help="R, rounds per run (default 40)")
+    parser.add_argument("--tau-bars", type=float, nargs=3, default=[0.5, 1.0, 1.5], metavar="S",
+                        help="three average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N",
+                        help="scenario seeds to average over (default: 1)")
+    parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
+    parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")
+    parser.add_argument("--no-mobility", action="store_true", help="skip the comparison under mobility")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, same payload, 4 rounds")
+    args = parser.parse_args()
+    rounds = 4 if args.quick else args.rounds
+    base = load_scenario(STATIC)
+    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={rounds}"]
+
+    results = compare(STATIC, args.tau_bars, args.seeds, common, base)
+    mobility = None if args.no_mobility else compare(MOBILITY, [args.tau_bars[1]], args.seeds, common, base)
+    model = "tiny-BERT (--quick: accuracies meaningless)" if args.quick else "MiniLM"
+    print(f"\nseed 001, static cell, {base.mobility.disk.devices} devices, split LoRA on SST-2 with {model}, "
+          f"R = {rounds} rounds, mean over seeds {args.seeds}")
+    report(results, rounds, args.seeds)
+    if mobility is not None:
+        print(f"\nseed 001 under mobility: SUMO grid, four RSUs with handovers, split LoRA on SST-2 with {model}, "
+              f"R = {rounds} rounds, mean over seeds {args.seeds}")
+        report(mobility, rounds, args.seeds)
 
     decision_tau = args.tau_bars[1]
     payload = next(iter(results[decision_tau].values())).payload_bits
@@ -171,33 +195,46 @@ def main() -> None:
     for i, n in enumerate(VEHICLES):
         print(f"{n:>8}" + "".join(f"{times[i]:>10.2f}" for times in decision.values()))
 
-    draw(results, decision, args.figure, rounds)
+    draw(results, mobility, decision, args.figure, rounds)
     print(f"\nfigure: {args.figure}")
 
 
-def draw(results: dict[float, dict[str, Result]], decision: dict[str, list[float]], path: Path, rounds: int) -> None:
-    """Devices, delay and accuracy as grouped bars per τ̄, and the decision-time curves."""
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+def draw(results: dict[float, dict[str, Result]], mobility: dict[float, dict[str, Result]] | None,
+         decision: dict[str, list[float]], path: Path, rounds: int) -> None:
+    """Devices, delay and accuracy as grouped bars per τ̄ and the decision-time curves for the static cell; below,
+    the same bars and the share of completed exchanges under mobility."""
+    fig, axes = plt.subplots(1 if mobility is None else 2, 4, figsize=(18, 4 if mobility is None else 8),
+                             squeeze=False)
+    panels = [("devices", "scheduled devices / round"), ("delay_s", "avg transmission delay (s)"),
+              ("accuracy", f"accuracy after {rounds} rounds")]
+    _bars(axes[0], results, panels, "static cell")
+    for name, times in decision.items():
+        axes[0][3].plot(VEHICLES, times, marker="o", color=COLORS[name])
+    axes[0][3].set(xscale="log", yscale="log", xlabel="vehicles", ylabel="decision time per round (ms)")
+    if mobility is not None:
+        _bars(axes[1], mobility, [*panels, ("completed", "completed exchanges")], "SUMO grid, 4 RSUs")
+    fig.suptitle("Seed 001: split federated LoRA")
+    fig.legend(loc="upper right", ncols=5, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=120)
+
+
+def _bars(axes: list[plt.Axes], results: dict[float, dict[str, Result]], panels: list[tuple[str, str]],
+          where: str) -> None:
+    """One panel of grouped bars (a group per τ̄, a bar per scheduler) per (Result field, label)."""
     taus = list(results)
     x = np.arange(len(taus))
     width = 0.8 / len(SCHEDULERS)
-    panels = [("devices", "scheduled devices / round"), ("delay_s", "avg transmission delay (s)"),
-              ("accuracy", f"accuracy after {rounds} rounds")]
     for ax, (field, label) in zip(axes, panels, strict=False):
         for j, name in enumerate(SCHEDULERS):
             ax.bar(x + (j - 1.5) * width, [getattr(results[t][name], field) for t in taus], width,
-                   color=COLORS[name], label=name if ax is axes[0] else None)
-        ax.set(xticks=x, xticklabels=[f"τ̄={t:g} s" for t in taus], ylabel=label)
-    axes[1].scatter(x, taus, marker="_", s=400, color="black", label="τ̄", zorder=3)
-    accuracies = [r.accuracy for row in results.values() for r in row.values()]
-    axes[2].set_ylim(max(0.0, min(accuracies) - 0.05), min(1.0, max(accuracies) + 0.03))
-    for name, times in decision.items():
-        axes[3].plot(VEHICLES, times, marker="o", color=COLORS[name])
-    axes[3].set(xscale="log", yscale="log", xlabel="vehicles", ylabel="decision time per round (ms)")
-    fig.suptitle("Seed 001: split federated LoRA, static cell")
-    fig.legend(loc="upper right", ncols=5, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=120)
+                   color=COLORS[name], label=name if ax is axes[0] and where == "static cell" else None)
+        ax.set(xticks=x, xticklabels=[f"τ̄={t:g} s" for t in taus], ylabel=label, title=where)
+        values = [getattr(r, field) for row in results.values() for r in row.values()]
+        if field in ("accuracy", "completed"):
+            ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.03))
+    axes[1].scatter(x, taus, marker="_", s=400, color="black", label="τ̄" if where == "static cell" else None,
+                    zorder=3)
 
 
 if __name__ == "__main__":
