@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import subprocess
 import tempfile
@@ -28,6 +29,9 @@ _INVALID_DOUBLE = -(2.0**30)
 _REMOTE_RETRIES = 10
 # Clock tolerance: SUMO counts time in whole milliseconds.
 _TIME_EPS_S = 1e-6
+# TraCI connection labels: never reused, because traci keeps a connection registered when its close fails (SUMO
+# already dead), and an id()-based label of a later object could collide with it.
+_TRACI_LABELS = itertools.count()
 
 
 def _import_libsumo() -> Any:
@@ -146,7 +150,7 @@ class SumoMobility:
         from sumolib.miscutils import getFreeSocketPort
 
         errors = (traci.exceptions.TraCIException, traci.exceptions.FatalTraCIError, OSError)
-        label = f"mobility-{id(self)}"
+        label = f"mobility-{next(_TRACI_LABELS)}"
         if remote is not None:
             host, port = remote
             try:
