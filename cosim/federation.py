@@ -199,7 +199,7 @@ class FlatFederation:
         self.env = env
         self.sim = scenario.simulation
         self.device = world.device
-        self.rsu_tx_power_w = scenario.rsu.tx_power_w
+        self.rsu_config = scenario.rsu
         self.world = world
         self.task = task
         self.scheduler = scheduler
@@ -273,10 +273,11 @@ class FlatFederation:
         i = int(plan.participants[j])
         vehicle, rsu, bandwidth = str(obs.vehicles[i]), int(obs.rsu[i]), float(plan.bandwidth_hz[j])
         power = float(obs.tx_power_w[i])
-        # Downlink on the same FDMA share; the RSU spreads its power evenly over its band.
+        # Downlink on the same FDMA share (see RsuConfig.downlink for its power).
+        down_power = power if self.rsu_config.downlink == "reciprocal" else (
+            self.rsu_config.tx_power_w * bandwidth / float(obs.rsu_bandwidth_hz[rsu]))
         links = {"up": world.link(vehicle, rsu, bandwidth, power),
-                 "down": world.link(vehicle, rsu, bandwidth,
-                                    self.rsu_tx_power_w * bandwidth / float(obs.rsu_bandwidth_hz[rsu]))}
+                 "down": world.link(vehicle, rsu, bandwidth, down_power)}
         record: dict[str, Any] = {
             "round": obs.round_index, "vehicle": vehicle, "client": int(self.task.client_of(np.array(slot))),
             "rsu": rsu, "distance_m": float(obs.distance_m[i]), "gain_db": float(10 * np.log10(obs.gain[i])),

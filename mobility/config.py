@@ -163,7 +163,11 @@ class RsuConfig(Table):
     radius_m: Positive = 300.0
     height_m: NonNegative = 10.0
     bandwidth_hz: Positive = 20e6
-    tx_power_w: Positive = 1.0
+    tx_power_w: Positive = 1.0  # what vehicles measure to pick their RSU, and the downlink's power when spread
+    # The power behind a vehicle's downlink share: "spread" = tx_power_w spread evenly over the band; "reciprocal" =
+    # the vehicle's own uplink power, so both directions run at one rate (seed 001's delay model τ = L_k/R_k, where
+    # L_k counts the features sent back too).
+    downlink: Literal["spread", "reciprocal"] = "spread"
     hysteresis_db: NonNegative = 3.0
     time_to_trigger_s: NonNegative = 0.0
     handover_interruption_s: NonNegative = 0.0

@@ -145,6 +145,17 @@ def test_split_round_order_and_invariants(split_runs):
     assert not np.isnan(rounds["accuracy"].iloc[-1]) and (rounds["train_loss"] > 0).all()
 
 
+def test_split_reciprocal_downlink_realises_the_papers_delay(split_runs):
+    """With downlink = "reciprocal" and fading held through the round, every participant's time on the air is the
+    paper's L_k/R_k at its planned rate, and Lyapunov's split makes it one delay per round."""
+    run, _ = split_runs
+    assert run["manifest"]["scenario"]["rsu"]["downlink"] == "reciprocal"
+    parts = run["participants"]
+    air_time = parts["download_s"] + parts["upload_delay_s"]
+    np.testing.assert_allclose(air_time, run["manifest"]["payload_bits"] / parts["rate_bps"], rtol=1e-6)
+    assert (air_time.groupby(parts["round"]).agg(lambda t: t.max() / t.min() - 1) < 1e-6).all()
+
+
 def test_split_same_seed_gives_identical_traces(split_runs):
     a, b = split_runs
     for table in SCHEMA:
