@@ -221,14 +221,16 @@ def draw(results: dict[float, dict[str, Result]], mobility: dict[float, dict[str
 
 def _bars(axes: list[plt.Axes], results: dict[float, dict[str, Result]], panels: list[tuple[str, str]],
           where: str) -> None:
-    """One panel of grouped bars (a group per τ̄, a bar per scheduler) per (Result field, label)."""
+    """One panel of grouped bars (a group per τ̄, a bar per scheduler) per (Result field, label); accuracy with
+    its standard error."""
     taus = list(results)
     x = np.arange(len(taus))
     width = 0.8 / len(SCHEDULERS)
     for ax, (field, label) in zip(axes, panels, strict=False):
         for j, name in enumerate(SCHEDULERS):
-            ax.bar(x + (j - 1.5) * width, [getattr(results[t][name], field) for t in taus], width,
-                   color=COLORS[name], label=name if ax is axes[0] and where == "static cell" else None)
+            error = [results[t][name].accuracy_se for t in taus] if field == "accuracy" else None
+            ax.bar(x + (j - 1.5) * width, [getattr(results[t][name], field) for t in taus], width, yerr=error,
+                   capsize=3, color=COLORS[name], label=name if ax is axes[0] and where == "static cell" else None)
         ax.set(xticks=x, xticklabels=[f"τ̄={t:g} s" for t in taus], ylabel=label, title=where)
         values = [getattr(r, field) for row in results.values() for r in row.values()]
         if field in ("accuracy", "completed"):
