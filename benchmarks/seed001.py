@@ -3,15 +3,16 @@ paper's static cell (scenarios/seed001-static.toml), through the co-simulation e
 then the same comparison under mobility (scenarios/seed001-mobility.toml: SUMO grid, four RSUs, handovers) at the
 middle τ̄, which the paper never ran.
 
-For each τ̄ it prints the average number of scheduled devices, the average realised transmission delay per round
-(the slowest participant's embeddings + features + gradients on the air, the paper's τ_t) and the held-out accuracy
-after R rounds, averaged over `--seeds` (each seed draws its own cell, fading, data split and training noise), and
-checks the paper's ordering All-in ≥ Lyapunov > GS > AABA on devices and on accuracy. All-in ignores τ̄, so it runs
-once per seed. Accuracy gaps within two standard errors are reported as not separated rather than as an ordering:
-the standard error is the spread of accuracy between seeds when there are several, otherwise only the held-out
-sampling error (which leaves the training noise out). Then the decision time per round vs the number of vehicles
-(the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it also
-reports the share of scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes
+For each τ̄ it prints the average number of scheduled devices (over all rounds, and over the second half: the virtual
+queue starts empty, so Lyapunov and AABA schedule everyone at first and then pay that back), the average realised
+transmission delay per round (the slowest participant's embeddings + features + gradients on the air, the paper's τ_t)
+and the held-out accuracy after R rounds, averaged over `--seeds` (each seed draws its own cell, fading, data split and
+training noise), and checks the paper's ordering All-in ≥ Lyapunov > GS > AABA on devices and on accuracy. All-in
+ignores τ̄, so it runs once per seed. Accuracy gaps within two standard errors are reported as not separated rather than
+as an ordering: the standard error is the spread of accuracy between seeds when there are several, otherwise only the
+held-out sampling error (which leaves the training noise out). Then the decision time per round vs the number of
+vehicles (the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it
+also reports the share of scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes
 one PNG with all of it.
 
     .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.5 1.0 1.5] [--seeds 1 2 3]
@@ -50,6 +51,7 @@ QUICK = ["learning.model=tiny-bert", "learning.batch_size=96", "learning.eval_sa
 @dataclass(frozen=True)
 class Result:
     devices: float  # scheduled per round, on average
+    late_devices: float  # the same over the second half of the rounds: past the queue's start-up transient
     delay_s: float  # realised transmission delay per round, on average
     completed: float  # share of scheduled exchanges that completed
     accuracy: float  # held-out, after the last round
@@ -64,10 +66,11 @@ def seed_mean(runs: list[Result]) -> Result:
     if len(runs) == 1:
         return runs[0]
     accuracy = np.array([r.accuracy for r in runs])
-    return Result(float(np.mean([r.devices for r in runs])), float(np.mean([r.delay_s for r in runs])),
-                  float(np.mean([r.completed for r in runs])), float(accuracy.mean()),
-                  float(accuracy.std(ddof=1) / math.sqrt(len(runs))), runs[0].eval_samples,
-                  runs[0].payload_bits, float(sum(r.wall_s for r in runs)))
+    means = {field: float(np.mean([getattr(r, field) for r in runs]))
+             for field in ("devices", "late_devices", "delay_s", "completed")}
+    return Result(**means, accuracy=float(accuracy.mean()),
+                  accuracy_se=float(accuracy.std(ddof=1) / math.sqrt(len(runs))), eval_samples=runs[0].eval_samples,
+                  payload_bits=runs[0].payload_bits, wall_s=float(sum(r.wall_s for r in runs)))
 
 
 def scheduler_table(base: Scenario, name: str, tau_bar_s: float) -> str:
@@ -91,7 +94,8 @@ def run_one(path: Path, overrides: list[str]) -> Result:
     rounds, parts = trace.table("rounds"), trace.table("participants")
     on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
     accuracy, samples = float(rounds["accuracy"].iloc[-1]), scenario.learning.eval_samples
-    return Result(float(rounds["participants"].mean()),
+    participants = rounds["participants"].to_numpy()
+    return Result(float(participants.mean()), float(participants[len(participants) // 2:].mean()),
                   float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
                   float(rounds["arrivals"].sum() / max(rounds["participants"].sum(), 1)), accuracy,
                   math.sqrt(accuracy * (1 - accuracy) / samples), samples,
@@ -134,12 +138,12 @@ def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], 
 
 def report(results: dict[float, dict[str, Result]], rounds: int, seeds: list[int]) -> None:
     """The table of means and the ordering verdicts on devices and accuracy, per τ̄."""
-    print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'avg delay (s)':>14} {'completed':>9} "
-          f"{'accuracy':>9} {'± SE':>6}")
+    print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'2nd half':>9} {'avg delay (s)':>14} "
+          f"{'completed':>9} {'accuracy':>9} {'± SE':>6}")
     for tau, row in results.items():
         for name, r in row.items():
-            print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.delay_s:>14.3f} {r.completed:>9.1%} "
-                  f"{r.accuracy:>9.3f} {r.accuracy_se:>6.3f}")
+            print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.late_devices:>9.2f} {r.delay_s:>14.3f} "
+                  f"{r.completed:>9.1%} {r.accuracy:>9.3f} {r.accuracy_se:>6.3f}")
     print("ordering All-in ≥ Lyapunov > GS > AABA")
     accuracy_holds = True
     for tau, row in results.items():
