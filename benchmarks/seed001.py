@@ -97,7 +97,7 @@ def run_one(path: Path, overrides: list[str]) -> Result:
     participants = rounds["participants"].to_numpy()
     return Result(float(participants.mean()), float(participants[len(participants) // 2:].mean()),
                   float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
-                  float(rounds["arrivals"].sum() / max(rounds["participants"].sum(), 1)), accuracy,
+                  float(rounds["arrivals"].sum() / max(participants.sum(), 1)), accuracy,
                   math.sqrt(accuracy * (1 - accuracy) / samples), samples,
                   int(trace.manifest["payload_bits"]), time.perf_counter() - start)
 
@@ -211,12 +211,12 @@ def draw(results: dict[float, dict[str, Result]], mobility: dict[float, dict[str
                              squeeze=False)
     panels = [("devices", "scheduled devices / round"), ("delay_s", "avg transmission delay (s)"),
               ("accuracy", f"accuracy after {rounds} rounds")]
-    _bars(axes[0], results, panels, "static cell")
+    _bars(axes[0], results, panels, "static cell", legend=True)
     for name, times in decision.items():
         axes[0][3].plot(VEHICLES, times, marker="o", color=COLORS[name])
     axes[0][3].set(xscale="log", yscale="log", xlabel="vehicles", ylabel="decision time per round (ms)")
     if mobility is not None:
-        _bars(axes[1], mobility, [*panels, ("completed", "completed exchanges")], "SUMO grid, 4 RSUs")
+        _bars(axes[1], mobility, [*panels, ("completed", "completed exchanges")], "SUMO grid, 4 RSUs", legend=False)
     fig.suptitle("Seed 001: split federated LoRA")
     fig.legend(loc="upper right", ncols=5, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -224,22 +224,22 @@ def draw(results: dict[float, dict[str, Result]], mobility: dict[float, dict[str
 
 
 def _bars(axes: list[plt.Axes], results: dict[float, dict[str, Result]], panels: list[tuple[str, str]],
-          where: str) -> None:
+          title: str, *, legend: bool) -> None:
     """One panel of grouped bars (a group per τ̄, a bar per scheduler) per (Result field, label); accuracy with
-    its standard error."""
+    its standard error. `legend`: label the artists, once per figure."""
     taus = list(results)
     x = np.arange(len(taus))
     width = 0.8 / len(SCHEDULERS)
     for ax, (field, label) in zip(axes, panels, strict=False):
         for j, name in enumerate(SCHEDULERS):
             error = [results[t][name].accuracy_se for t in taus] if field == "accuracy" else None
-            ax.bar(x + (j - 1.5) * width, [getattr(results[t][name], field) for t in taus], width, yerr=error,
-                   capsize=3, color=COLORS[name], label=name if ax is axes[0] and where == "static cell" else None)
-        ax.set(xticks=x, xticklabels=[f"τ̄={t:g} s" for t in taus], ylabel=label, title=where)
+            ax.bar(x + (j - (len(SCHEDULERS) - 1) / 2) * width, [getattr(results[t][name], field) for t in taus],
+                   width, yerr=error, capsize=3, color=COLORS[name], label=name if ax is axes[0] and legend else None)
+        ax.set(xticks=x, xticklabels=[f"τ̄={t:g} s" for t in taus], ylabel=label, title=title)
         values = [getattr(r, field) for row in results.values() for r in row.values()]
         if field in ("accuracy", "completed"):
             ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.03))
-    axes[1].scatter(x, taus, marker="_", s=400, color="black", label="τ̄" if where == "static cell" else None,
+    axes[1].scatter(x, taus, marker="_", s=400, color="black", label="τ̄" if legend else None,
                     zorder=3)
 
 

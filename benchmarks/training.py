@@ -102,12 +102,12 @@ def worker(method: str, clients: int, steps: int, repeats: int) -> dict[str, flo
     trainer = LocalTrainer(model, data, shards, batch_size=BATCH, lr=LR, optimizer="adamw", seed=SEED,
                            precision=precision)
     start = trainable_state(model)
+    dtype = {"loop": torch.float32, "loop-bf16": torch.bfloat16}.get(method, trainer.dtype)
 
     def run(who: list[int], round_index: int) -> None:
         if method.startswith("batched"):
             trainer.train(start, who, steps, round_index)
         else:
-            dtype = torch.bfloat16 if method == "loop-bf16" else torch.float32
             _loop(model, data, shards, start, who, steps, round_index, dtype)
 
     base = _rss_mb()  # before the warm-up: memory the allocator keeps from it is the method's own
@@ -120,7 +120,7 @@ def worker(method: str, clients: int, steps: int, repeats: int) -> dict[str, flo
     seconds = min(timings)
     frozen_mb = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad) / 2**20
     return {"seconds": seconds, "client_steps_per_s": clients * steps / seconds, "peak_mb": _peak_mb() - base,
-            "frozen_mb": frozen_mb, "dtype": str(trainer.dtype).removeprefix("torch.")}
+            "frozen_mb": frozen_mb, "dtype": str(dtype).removeprefix("torch.")}
 
 
 def main() -> None:
@@ -149,9 +149,8 @@ def main() -> None:
         if clients == counts[0]:
             print(f"(the frozen base alone is {result['loop']['frozen_mb']:.0f} MB: what each per-client copy costs)")
         for method, measured in result.items():
-            precision = "bfloat16" if method == "loop-bf16" else measured["dtype"] if "batched" in method else "float32"
             speed = measured["client_steps_per_s"]
-            print(f"{clients:>7} | {method:>12} | {precision:>9} | {speed:>14.2f} | "
+            print(f"{clients:>7} | {method:>12} | {measured['dtype']:>9} | {speed:>14.2f} | "
                   f"{speed / result['loop']['client_steps_per_s']:>6.2f}x | {measured['peak_mb']:>7.0f} | "
                   f"{measured['peak_mb'] / clients:>9.1f}", flush=True)
 
