@@ -7,16 +7,22 @@ For each τ̄ it prints the average number of scheduled devices (over all rounds
 queue starts empty, so Lyapunov and AABA schedule everyone at first and then pay that back), the average realised
 transmission delay per round (the slowest participant's embeddings + features + gradients on the air, the paper's τ_t)
 and the held-out accuracy after R rounds, averaged over `--seeds` (each seed draws its own cell, fading, data split and
-training noise), and checks the paper's ordering All-in ≥ Lyapunov > GS > AABA on devices and on accuracy. All-in
-ignores τ̄, so it runs once per seed. Accuracy gaps within two standard errors are reported as not separated rather than
-as an ordering: the standard error is the spread of accuracy between seeds when there are several, otherwise only the
-held-out sampling error (which leaves the training noise out). Then the decision time per round vs the number of
+training noise), and checks the paper's ordering All-in ≥ Lyapunov > GS > AABA on devices and on accuracy.
+
+"Accuracy after R rounds" is the mean of the evaluations in the last quarter of the rounds (every `--eval-every`):
+at the server learning rate that learns fastest, a single evaluation swings by ±0.03 from one round to the next, more
+than the gaps between schedulers. The comparison is paired: within a seed every scheduler faces the same cell, data
+split and fading, so each ordered pair is judged on its per-seed accuracy gaps, mean ± 2 standard errors of that mean
+(with one seed, the held-out sampling error of the gap, which leaves the training noise out); a gap inside that margin
+is reported as not separated rather than as an ordering. Every run's result is appended to `--results` (JSON lines)
+and a run already there is not repeated: an interrupted benchmark resumes, and All-in (which ignores τ̄) runs once
+per seed. Then the decision time per round vs the number of
 vehicles (the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it
 also reports the share of scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes
 one PNG with all of it.
 
     .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.5 1.0 1.5] [--seeds 1 2 3]
-                                           [--figure seed001.png] [--no-mobility] [--quick]
+                                           [--results seed001.jsonl] [--figure seed001.png] [--no-mobility] [--quick]
 
 (run as a module from the repository root: as a script, benchmarks/mobility.py would shadow the mobility package)
 
@@ -27,10 +33,12 @@ scheduling decision match MiniLM's (hidden 384), for a few rounds; its accuracie
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -54,8 +62,8 @@ class Result:
     late_devices: float  # the same over the second half of the rounds: past the queue's start-up transient
     delay_s: float  # realised transmission delay per round, on average
     completed: float  # share of scheduled exchanges that completed
-    accuracy: float  # held-out, after the last round
-    accuracy_se: float  # standard error of `accuracy` (see the module doc)
+    accuracy: float  # held-out, mean of the evaluations in the last quarter of the rounds
+    accuracy_se: float  # held-out sampling error of `accuracy`; over seeds, the between-seed standard error
     eval_samples: int
     payload_bits: int  # L_k, as the scheduler saw it
     wall_s: float
@@ -93,7 +101,8 @@ def run_one(path: Path, overrides: list[str]) -> Result:
         trace = run_scenario(scenario, Path(out))
     rounds, parts = trace.table("rounds"), trace.table("participants")
     on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
-    accuracy, samples = float(rounds["accuracy"].iloc[-1]), scenario.learning.eval_samples
+    tail = rounds[rounds["round"] >= scenario.simulation.rounds * 3 // 4]["accuracy"].dropna()
+    accuracy, samples = float(tail.mean()), scenario.learning.eval_samples
     participants = rounds["participants"].to_numpy()
     return Result(float(participants.mean()), float(participants[len(participants) // 2:].mean()),
                   float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
@@ -102,12 +111,43 @@ def run_one(path: Path, overrides: list[str]) -> Result:
                   int(trace.manifest["payload_bits"]), time.perf_counter() - start)
 
 
-def ordering(values: dict[str, float], margin: float = 0.0) -> str:
-    """Check All-in ≥ Lyapunov > GS > AABA: a pair breaks it when the worse one leads by more than `margin`; a strict
-    pair whose gap is within ±`margin` (or zero) is 'not separated'."""
+class ResultLog:
+    """Every run's Result, keyed by its scenario file and overrides, appended as one JSON line as soon as the run
+    ends: a benchmark interrupted after hours resumes where it stopped, and a run asked for twice (All-in at every τ̄)
+    runs once. A torn last line (killed mid-write) is ignored."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.results = path, {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.results[entry["key"]] = Result(**entry["result"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+
+    def run(self, path: Path, overrides: list[str]) -> Result:
+        key = json.dumps([path.name, overrides])
+        if key not in self.results:
+            self.results[key] = run_one(path, overrides)
+            if self.path is not None:
+                with self.path.open("a") as log:
+                    log.write(json.dumps({"key": key, "result": asdict(self.results[key])}) + "\n")
+                    log.flush()
+                    os.fsync(log.fileno())
+        return self.results[key]
+
+
+PAIRS = (("all-in", "lyapunov", False), ("lyapunov", "gs", True), ("gs", "aaba", True))  # (better, worse, strict)
+
+
+def ordering(gaps: dict[tuple[str, str], tuple[float, float]]) -> str:
+    """Check All-in ≥ Lyapunov > GS > AABA from gaps[(better, worse)] = (better − worse, margin): a pair breaks it
+    when the worse one leads by more than the margin; a strict pair whose gap is within ±margin (or zero) is 'not
+    separated'."""
     broken, unseparated = [], []
-    for better, worse, strict in (("all-in", "lyapunov", False), ("lyapunov", "gs", True), ("gs", "aaba", True)):
-        gap = values[better] - values[worse]
+    for better, worse, strict in PAIRS:
+        gap, margin = gaps[better, worse]
         if gap < -margin:
             broken.append(f"{better} < {worse}")
         elif strict and gap <= margin:
@@ -117,42 +157,59 @@ def ordering(values: dict[str, float], margin: float = 0.0) -> str:
     return "holds" if not unseparated else "not separated: " + ", ".join(unseparated)
 
 
-def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario,
-            ) -> dict[float, dict[str, Result]]:
-    """Every scheduler at every τ̄ on the scenario at `path`, each seed once, means over seeds."""
+def seed_means(runs: dict[float, dict[str, list[Result]]]) -> dict[float, dict[str, Result]]:
+    """The seed mean of every (τ̄, scheduler)."""
+    return {tau: {name: seed_mean(results) for name, results in row.items()} for tau, row in runs.items()}
+
+
+def paired_gaps(runs: dict[str, list[Result]]) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per ordered pair, the mean over seeds of the accuracy gap better − worse within each seed, and twice its
+    standard error (one seed: twice the held-out sampling error of the gap)."""
+    gaps = {}
+    for better, worse, _ in PAIRS:
+        diff = np.array([b.accuracy - w.accuracy for b, w in zip(runs[better], runs[worse], strict=True)])
+        se = (diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1
+              else math.hypot(runs[better][0].accuracy_se, runs[worse][0].accuracy_se))
+        gaps[better, worse] = (float(diff.mean()), 2 * float(se))
+    return gaps
+
+
+def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario, log: ResultLog,
+            ) -> dict[float, dict[str, list[Result]]]:
+    """Every scheduler at every τ̄ on the scenario at `path`: one Result per seed, in the order of `seeds`."""
     runs: dict[float, dict[str, list[Result]]] = {tau: {name: [] for name in SCHEDULERS} for tau in taus}
     for seed in seeds:
-        all_in = None
         for tau in taus:
             for name in SCHEDULERS:
-                if name == "all-in" and all_in is not None:
-                    runs[tau][name].append(all_in)
-                    continue
-                result = run_one(path, [*common, f"seed={seed}", f"scheduler={scheduler_table(base, name, tau)}"])
+                result = log.run(path, [*common, f"seed={seed}", f"scheduler={scheduler_table(base, name, tau)}"])
                 runs[tau][name].append(result)
-                all_in = all_in or (result if name == "all-in" else None)
                 print(f"  {path.stem} seed {seed} τ̄={tau:g} s {name:<9} {result.devices:5.1f} devices  "
                       f"{result.delay_s:6.3f} s  acc {result.accuracy:.3f}  ({result.wall_s:.0f} s wall)", flush=True)
-    return {tau: {name: seed_mean(row[name]) for name in SCHEDULERS} for tau, row in runs.items()}
+    return runs
 
 
-def report(results: dict[float, dict[str, Result]], rounds: int, seeds: list[int]) -> None:
-    """The table of means and the ordering verdicts on devices and accuracy, per τ̄."""
+def report(runs: dict[float, dict[str, list[Result]]], rounds: int, seeds: list[int]) -> None:
+    """The table of means, the paired accuracy gaps and the ordering verdicts on devices and accuracy, per τ̄."""
     print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'2nd half':>9} {'avg delay (s)':>14} "
           f"{'completed':>9} {'accuracy':>9} {'± SE':>6}")
-    for tau, row in results.items():
+    for tau, row in seed_means(runs).items():
         for name, r in row.items():
             print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.late_devices:>9.2f} {r.delay_s:>14.3f} "
                   f"{r.completed:>9.1%} {r.accuracy:>9.3f} {r.accuracy_se:>6.3f}")
-    print("ordering All-in ≥ Lyapunov > GS > AABA")
+    print(f"paired accuracy gaps (mean over seeds ± 2 SE; seeds where the first leads) and the ordering "
+          f"All-in ≥ Lyapunov > GS > AABA, accuracy averaged over rounds {rounds * 3 // 4 + 1}–{rounds}")
     accuracy_holds = True
-    for tau, row in results.items():
-        accuracy = {name: r.accuracy for name, r in row.items()}
-        se = math.sqrt(2) * float(np.mean([r.accuracy_se for r in row.values()]))  # of a gap between two
-        verdict = ordering(accuracy, 2 * se)
+    for tau, row in runs.items():
+        gaps = paired_gaps(row)
+        leads = {(b, w): sum(x.accuracy > y.accuracy for x, y in zip(row[b], row[w], strict=True))
+                 for b, w, _ in PAIRS}
+        print(f"  τ̄={tau:g} s: " + "; ".join(f"{b} − {w} {gap:+.3f} ± {margin:.3f} ({leads[b, w]}/{len(seeds)})"
+                                             for (b, w), (gap, margin) in gaps.items()))
+        mean = seed_means({tau: row})[tau]
+        devices = {(b, w): (mean[b].devices - mean[w].devices, 0.0) for b, w, _ in PAIRS}
+        verdict = ordering(gaps)
         accuracy_holds &= verdict == "holds"
-        print(f"  τ̄={tau:g} s: devices {ordering({n: r.devices for n, r in row.items()})}; "
-              f"accuracy (gaps > 2 SE = {2 * se:.3f}) {verdict}")
+        print(f"      devices {ordering(devices)}; accuracy {verdict}")
     if not accuracy_holds:
         print(f"  note: after {rounds} rounds over seeds {seeds}, accuracy does not follow the participation "
               "counts at every τ̄. With one seed the margin covers only the held-out sampling noise, not the "
@@ -166,6 +223,10 @@ def main() -> None:
                         help="three average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N",
                         help="scenario seeds to average over (default: 1)")
+    parser.add_argument("--eval-every", type=int, default=4, metavar="N",
+                        help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
+    parser.add_argument("--results", type=Path, default=None, metavar="JSONL",
+                        help="append each run's result here and skip the runs already in it (resume)")
     parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
     parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")
     parser.add_argument("--no-mobility", action="store_true", help="skip the comparison under mobility")
@@ -173,10 +234,11 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 4 if args.quick else args.rounds
     base = load_scenario(STATIC)
-    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={rounds}"]
+    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}"]
 
-    results = compare(STATIC, args.tau_bars, args.seeds, common, base)
-    mobility = None if args.no_mobility else compare(MOBILITY, [args.tau_bars[1]], args.seeds, common, base)
+    log = ResultLog(args.results)
+    results = compare(STATIC, args.tau_bars, args.seeds, common, base, log)
+    mobility = None if args.no_mobility else compare(MOBILITY, [args.tau_bars[1]], args.seeds, common, base, log)
     model = "tiny-BERT (--quick: accuracies meaningless)" if args.quick else "MiniLM"
     print(f"\nseed 001, static cell, {base.mobility.disk.devices} devices, split LoRA on SST-2 with {model}, "
           f"R = {rounds} rounds, mean over seeds {args.seeds}")
@@ -187,7 +249,7 @@ def main() -> None:
         report(mobility, rounds, args.seeds)
 
     decision_tau = args.tau_bars[1]
-    payload = next(iter(results[decision_tau].values())).payload_bits
+    payload = results[decision_tau]["lyapunov"][0].payload_bits
     configs = {"lyapunov": LyapunovConfig(name="lyapunov", tau_bar_s=decision_tau),
                "gs": GsConfig(name="gs", tau_bar_s=decision_tau),
                "aaba": AabaConfig(name="aaba", tau_bar_s=decision_tau)}
@@ -199,7 +261,7 @@ def main() -> None:
     for i, n in enumerate(VEHICLES):
         print(f"{n:>8}" + "".join(f"{times[i]:>10.2f}" for times in decision.values()))
 
-    draw(results, mobility, decision, args.figure, rounds)
+    draw(seed_means(results), None if mobility is None else seed_means(mobility), decision, args.figure, rounds)
     print(f"\nfigure: {args.figure}")
 
 
@@ -210,7 +272,7 @@ def draw(results: dict[float, dict[str, Result]], mobility: dict[float, dict[str
     fig, axes = plt.subplots(1 if mobility is None else 2, 4, figsize=(18, 4 if mobility is None else 8),
                              squeeze=False)
     panels = [("devices", "scheduled devices / round"), ("delay_s", "avg transmission delay (s)"),
-              ("accuracy", f"accuracy after {rounds} rounds")]
+              ("accuracy", f"accuracy, rounds {rounds * 3 // 4 + 1}–{rounds}")]
     _bars(axes[0], results, panels, "static cell", legend=True)
     for name, times in decision.items():
         axes[0][3].plot(VEHICLES, times, marker="o", color=COLORS[name])
