@@ -1,7 +1,7 @@
 """Seed 001 reproduced in one run: All-in, Lyapunov, GS and AABA on split federated LoRA (MiniLM, SST-2) in the
-paper's static cell (scenarios/seed001-static.toml), through the co-simulation engine, at three delay budgets τ̄;
-then the same comparison under mobility (scenarios/seed001-mobility.toml: SUMO grid, four RSUs, handovers) at the
-middle τ̄, which the paper never ran.
+paper's static cell (scenarios/seed001-static.toml), through the co-simulation engine, at three (or more) delay
+budgets τ̄; then the same comparison under mobility (scenarios/seed001-mobility.toml: SUMO grid, four RSUs,
+handovers) at the middle τ̄, which the paper never ran.
 
 For each τ̄ it prints the average number of scheduled devices (over all rounds, and over the second half: the virtual
 queue starts empty, so Lyapunov and AABA schedule everyone at first and then pay that back), the average realised
@@ -81,16 +81,18 @@ def seed_mean(runs: list[Result]) -> Result:
                   payload_bits=runs[0].payload_bits, wall_s=float(sum(r.wall_s for r in runs)))
 
 
-def scheduler_table(base: Scenario, name: str, tau_bar_s: float) -> str:
-    """An inline TOML table that replaces the scenario's [scheduler], keeping its Lyapunov knobs where they apply."""
+def scheduler_table(base: Scenario, name: str, tau_bar_s: float, drift: str = "linear") -> str:
+    """An inline TOML table that replaces the scenario's [scheduler], keeping its Lyapunov knobs where they apply;
+    `drift` for Lyapunov and AABA (the default "linear" is left out, so earlier --results entries still match)."""
     if name == "all-in":
         return "{name = 'all-in'}"
     if name == "gs":
         return f"{{name = 'gs', tau_bar_s = {tau_bar_s}}}"
     knobs = base.scheduler if isinstance(base.scheduler, LyapunovConfig | AabaConfig) else LyapunovConfig(
         name="lyapunov")
+    drift_key = "" if drift == "linear" else f", drift = '{drift}'"
     return (f"{{name = '{name}', tau_bar_s = {tau_bar_s}, v0 = {knobs.v0}, "
-            f"weight_horizon_rounds = {knobs.weight_horizon_rounds}}}")
+            f"weight_horizon_rounds = {knobs.weight_horizon_rounds}{drift_key}}}")
 
 
 def run_one(path: Path, overrides: list[str]) -> Result:
@@ -175,13 +177,14 @@ def paired_gaps(runs: dict[str, list[Result]]) -> dict[tuple[str, str], tuple[fl
 
 
 def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario, log: ResultLog,
-            ) -> dict[float, dict[str, list[Result]]]:
+            drift: str) -> dict[float, dict[str, list[Result]]]:
     """Every scheduler at every τ̄ on the scenario at `path`: one Result per seed, in the order of `seeds`."""
     runs: dict[float, dict[str, list[Result]]] = {tau: {name: [] for name in SCHEDULERS} for tau in taus}
     for seed in seeds:
         for tau in taus:
             for name in SCHEDULERS:
-                result = log.run(path, [*common, f"seed={seed}", f"scheduler={scheduler_table(base, name, tau)}"])
+                scheduler = scheduler_table(base, name, tau, drift)
+                result = log.run(path, [*common, f"seed={seed}", f"scheduler={scheduler}"])
                 runs[tau][name].append(result)
                 print(f"  {path.stem} seed {seed} τ̄={tau:g} s {name:<9} {result.devices:5.1f} devices  "
                       f"{result.delay_s:6.3f} s  acc {result.accuracy:.3f}  ({result.wall_s:.0f} s wall)", flush=True)
@@ -219,14 +222,16 @@ def report(runs: dict[float, dict[str, list[Result]]], rounds: int, seeds: list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="R, rounds per run (default 40)")
-    parser.add_argument("--tau-bars", type=float, nargs=3, default=[0.5, 1.0, 1.5], metavar="S",
-                        help="three average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5)")
+    parser.add_argument("--tau-bars", type=float, nargs="+", default=[0.5, 1.0, 1.5], metavar="S",
+                        help="average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5); mobility runs the middle one")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N",
                         help="scenario seeds to average over (default: 1)")
     parser.add_argument("--eval-every", type=int, default=4, metavar="N",
                         help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
     parser.add_argument("--results", type=Path, default=None, metavar="JSONL",
                         help="append each run's result here and skip the runs already in it (resume)")
+    parser.add_argument("--drift", choices=("linear", "quadratic"), default="linear",
+                        help="Lyapunov's and AABA's drift term (cosim/schedulers/lyapunov.py; default linear)")
     parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
     parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")
     parser.add_argument("--no-mobility", action="store_true", help="skip the comparison under mobility")
@@ -237,8 +242,10 @@ def main() -> None:
     common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}"]
 
     log = ResultLog(args.results)
-    results = compare(STATIC, args.tau_bars, args.seeds, common, base, log)
-    mobility = None if args.no_mobility else compare(MOBILITY, [args.tau_bars[1]], args.seeds, common, base, log)
+    taus = sorted(args.tau_bars)
+    middle = taus[len(taus) // 2]
+    results = compare(STATIC, taus, args.seeds, common, base, log, args.drift)
+    mobility = None if args.no_mobility else compare(MOBILITY, [middle], args.seeds, common, base, log, args.drift)
     model = "tiny-BERT (--quick: accuracies meaningless)" if args.quick else "MiniLM"
     print(f"\nseed 001, static cell, {base.mobility.disk.devices} devices, split LoRA on SST-2 with {model}, "
           f"R = {rounds} rounds, mean over seeds {args.seeds}")
@@ -248,15 +255,13 @@ def main() -> None:
               f"R = {rounds} rounds, mean over seeds {args.seeds}")
         report(mobility, rounds, args.seeds)
 
-    decision_tau = args.tau_bars[1]
-    payload = results[decision_tau]["lyapunov"][0].payload_bits
-    configs = {"lyapunov": LyapunovConfig(name="lyapunov", tau_bar_s=decision_tau),
-               "gs": GsConfig(name="gs", tau_bar_s=decision_tau),
-               "aaba": AabaConfig(name="aaba", tau_bar_s=decision_tau)}
+    payload = results[middle]["lyapunov"][0].payload_bits
+    configs = {"lyapunov": LyapunovConfig(name="lyapunov", tau_bar_s=middle),
+               "gs": GsConfig(name="gs", tau_bar_s=middle), "aaba": AabaConfig(name="aaba", tau_bar_s=middle)}
     decision = {name: [np.median(decision_times_ms(config, n, 1, args.decision_rounds, np.random.default_rng(n),
                                                    bits=payload, band_hz=base.rsu.bandwidth_hz)) for n in VEHICLES]
                 for name, config in configs.items()}
-    print(f"\ndecision time per round, median ms (τ̄ = {decision_tau:g} s)")
+    print(f"\ndecision time per round, median ms (τ̄ = {middle:g} s)")
     print(f"{'vehicles':>8}" + "".join(f"{name:>10}" for name in decision))
     for i, n in enumerate(VEHICLES):
         print(f"{n:>8}" + "".join(f"{times[i]:>10.2f}" for times in decision.values()))

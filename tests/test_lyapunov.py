@@ -51,8 +51,9 @@ def test_registered_with_documented_defaults():
     assert isinstance(scenario.scheduler, LyapunovConfig) and scenario.scheduler.v0 == 2.0
 
 
-def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth):
-    """min over every non-empty subset of queue·max_r τ_r − reward·|S|, all subsets' bands solved in one batch."""
+def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic):
+    """min over every non-empty subset of (queue + τ/2 if quadratic)·τ − reward·|S|, τ = max_r τ_r, all subsets'
+    bands solved in one batch."""
     n, m = len(a), len(bands)
     subsets = [np.array(s) for size in range(1, n + 1) for s in itertools.combinations(range(n), size)]
     members = np.concatenate(subsets)
@@ -67,12 +68,14 @@ def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth):
     worst = np.zeros(len(group_band))
     np.maximum.at(worst, group, delay)
     set_delay = worst.reshape(len(subsets), m).max(axis=1)
-    return np.min(queue_s * set_delay - reward_s2 * np.array([len(s) for s in subsets]))
+    sizes = np.array([len(s) for s in subsets])
+    return np.min((queue_s + 0.5 * set_delay * quadratic) * set_delay - reward_s2 * sizes)
 
 
+@pytest.mark.parametrize("quadratic", [False, True])
 @pytest.mark.parametrize(("prefix_delays", "equal_bandwidth"),
                          [(optimal_prefix_delays, False), (equal_prefix_delays, True)])
-def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_bandwidth):
+def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_bandwidth, quadratic):
     rng = np.random.default_rng(2)
     for _ in range(60):
         n, m = int(rng.integers(1, 9)), int(rng.integers(1, 4))
@@ -82,9 +85,9 @@ def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_
         all_in = (BITS / shannon_rate_bps(equal_share(rsu, bands), 1.0, a, 1.0)).max()
         queue_s = 10 ** rng.uniform(-2, 1)
         reward_s2 = queue_s * all_in / n * 10 ** rng.uniform(-1, 0.7)  # so that the best set is often in between
-        chosen, delay = set_expansion(BITS, a, rsu, bands, queue_s, reward_s2, prefix_delays)
-        found = queue_s * delay - reward_s2 * len(chosen)
-        best = brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth)
+        chosen, delay = set_expansion(BITS, a, rsu, bands, queue_s, reward_s2, prefix_delays, quadratic=quadratic)
+        found = (queue_s + 0.5 * delay * quadratic) * delay - reward_s2 * len(chosen)
+        best = brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic)
         assert found == pytest.approx(best, rel=1e-9, abs=1e-15)
 
 
