@@ -193,14 +193,27 @@ def long_run(config, rounds=2000, n=20):
     return delays, queue, count
 
 
-def test_long_run_average_delay_meets_the_budget_with_a_bounded_queue():
+@pytest.mark.parametrize("drift", ["linear", "quadratic"])
+def test_long_run_average_delay_meets_the_budget_with_a_bounded_queue(drift):
     tau_bar = 0.05  # binding: all-in would average well above it
-    delays, queue, count = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar))
+    delays, queue, count = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar, drift=drift))
     assert abs(delays.mean() - tau_bar) <= 0.05 * tau_bar
     assert delays.max() > tau_bar  # it does use good rounds to exceed the budget and pays back later
     assert queue.max() < 20 * tau_bar
     assert queue[1000:].max() < 2 * queue[:1000].max()
-    aaba_delays, _, aaba_count = long_run(AabaConfig(name="aaba", tau_bar_s=tau_bar))
+    aaba_delays, _, aaba_count = long_run(AabaConfig(name="aaba", tau_bar_s=tau_bar, drift=drift))
     assert abs(aaba_delays.mean() - tau_bar) <= 0.05 * tau_bar
     _, _, gs_count = long_run(GsConfig(name="gs", tau_bar_s=tau_bar))
     assert count.mean() > gs_count.mean() > aaba_count.mean()  # the paper's ordering (Fig. 3)
+
+
+def test_quadratic_drift_keeps_participation_near_its_mean():
+    """The linear drift schedules everyone whenever the queue is empty and then single vehicles while it drains (here
+    a mean of 5 with standard deviation 6); the quadratic one meets the same budget with about as many, steadily."""
+    tau_bar = 0.02  # about a quarter of the vehicles on average
+    _, _, linear = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar), rounds=500)
+    delays, _, quadratic = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar, drift="quadratic"), rounds=500)
+    assert abs(delays.mean() - tau_bar) <= 0.05 * tau_bar
+    assert (linear == 1).mean() > 0.05 and (quadratic == 1).mean() == 0
+    assert quadratic.std() < 0.5 * linear.std()
+    assert quadratic.mean() > 0.95 * linear.mean()

@@ -23,8 +23,8 @@ algorithm (drift = "linear", the default) bounds ½τ² by a constant and minimi
 empty that is minimised by scheduling every vehicle, whatever the delay, and the queue then starves the following
 rounds to one vehicle each until it drains again — participation alternates between all and one (on the seed-001
 cell at τ̄ = 0.25 s: per-round standard deviation 5.3 devices around a mean of 3.1, GS's is 0.2). drift = "quadratic"
-keeps ½τ², which prices a long round even when the queue is empty: participation stays near its mean (standard
-deviation 1.3 there) and the time-average delay still meets τ̄. τ²/2 increases with τ like Q·τ, so the set expansion
+keeps ½τ², which prices a long round even when the queue is empty: participation stays near its mean (3.2, standard
+deviation 1.1 there) and the time-average delay still meets τ̄. τ²/2 increases with τ like Q·τ, so the set expansion
 stays exact.
 """
 
