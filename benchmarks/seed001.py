@@ -95,6 +95,11 @@ def scheduler_table(base: Scenario, name: str, tau_bar_s: float, drift: str = "l
             f"weight_horizon_rounds = {knobs.weight_horizon_rounds}{drift_key}}}")
 
 
+def tail_start(rounds: int) -> int:
+    """The first round (0-based) of the last quarter, over which accuracy is averaged."""
+    return rounds * 3 // 4
+
+
 def run_one(path: Path, overrides: list[str]) -> Result:
     """One co-simulation; the run directory is thrown away after reading its tables."""
     scenario = load_scenario(path, overrides)
@@ -103,7 +108,7 @@ def run_one(path: Path, overrides: list[str]) -> Result:
         trace = run_scenario(scenario, Path(out))
     rounds, parts = trace.table("rounds"), trace.table("participants")
     on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
-    tail = rounds[rounds["round"] >= scenario.simulation.rounds * 3 // 4]["accuracy"].dropna()
+    tail = rounds[rounds["round"] >= tail_start(scenario.simulation.rounds)]["accuracy"].dropna()
     accuracy, samples = float(tail.mean()), scenario.learning.eval_samples
     participants = rounds["participants"].to_numpy()
     return Result(float(participants.mean()), float(participants[len(participants) // 2:].mean()),
@@ -195,12 +200,13 @@ def report(runs: dict[float, dict[str, list[Result]]], rounds: int, seeds: list[
     """The table of means, the paired accuracy gaps and the ordering verdicts on devices and accuracy, per τ̄."""
     print(f"{'τ̄ (s)':>7} {'scheduler':<10} {'devices/round':>14} {'2nd half':>9} {'avg delay (s)':>14} "
           f"{'completed':>9} {'accuracy':>9} {'± SE':>6}")
-    for tau, row in seed_means(runs).items():
+    means = seed_means(runs)
+    for tau, row in means.items():
         for name, r in row.items():
             print(f"{tau:>7g} {name:<10} {r.devices:>14.2f} {r.late_devices:>9.2f} {r.delay_s:>14.3f} "
                   f"{r.completed:>9.1%} {r.accuracy:>9.3f} {r.accuracy_se:>6.3f}")
     print(f"paired accuracy gaps (mean over seeds ± 2 SE; seeds where the first leads) and the ordering "
-          f"All-in ≥ Lyapunov > GS > AABA, accuracy averaged over rounds {rounds * 3 // 4 + 1}–{rounds}")
+          f"All-in ≥ Lyapunov > GS > AABA, accuracy averaged over rounds {tail_start(rounds) + 1}–{rounds}")
     accuracy_holds = True
     for tau, row in runs.items():
         gaps = paired_gaps(row)
@@ -208,8 +214,7 @@ def report(runs: dict[float, dict[str, list[Result]]], rounds: int, seeds: list[
                  for b, w, _ in PAIRS}
         print(f"  τ̄={tau:g} s: " + "; ".join(f"{b} − {w} {gap:+.3f} ± {margin:.3f} ({leads[b, w]}/{len(seeds)})"
                                              for (b, w), (gap, margin) in gaps.items()))
-        mean = seed_means({tau: row})[tau]
-        devices = {(b, w): (mean[b].devices - mean[w].devices, 0.0) for b, w, _ in PAIRS}
+        devices = {(b, w): (means[tau][b].devices - means[tau][w].devices, 0.0) for b, w, _ in PAIRS}
         verdict = ordering(gaps)
         accuracy_holds &= verdict == "holds"
         print(f"      devices {ordering(devices)}; accuracy {verdict}")
@@ -276,7 +281,7 @@ def draw(results: dict[float, dict[str, Result]], mobility: dict[float, dict[str
     fig, axes = plt.subplots(1 if mobility is None else 2, 4, figsize=(18, 4 if mobility is None else 8),
                              squeeze=False)
     panels = [("devices", "scheduled devices / round"), ("delay_s", "avg transmission delay (s)"),
-              ("accuracy", f"accuracy, rounds {rounds * 3 // 4 + 1}–{rounds}")]
+              ("accuracy", f"accuracy, rounds {tail_start(rounds) + 1}–{rounds}")]
     _bars(axes[0], results, panels, "static cell", legend=True)
     for name, times in decision.items():
         axes[0][3].plot(VEHICLES, times, marker="o", color=COLORS[name])

@@ -12,6 +12,7 @@ from cosim.schedulers.lyapunov import (
     AabaConfig,
     GsConfig,
     LyapunovConfig,
+    drift_plus_penalty,
     equal_prefix_delays,
     optimal_prefix_delays,
     set_expansion,
@@ -52,8 +53,8 @@ def test_registered_with_documented_defaults():
 
 
 def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic):
-    """min over every non-empty subset of (queue + τ/2 if quadratic)·τ − reward·|S|, τ = max_r τ_r, all subsets'
-    bands solved in one batch."""
+    """min over every non-empty subset of the drift-plus-penalty at τ = max_r τ_r, all subsets' bands solved in one
+    batch."""
     n, m = len(a), len(bands)
     subsets = [np.array(s) for size in range(1, n + 1) for s in itertools.combinations(range(n), size)]
     members = np.concatenate(subsets)
@@ -69,7 +70,7 @@ def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic):
     np.maximum.at(worst, group, delay)
     set_delay = worst.reshape(len(subsets), m).max(axis=1)
     sizes = np.array([len(s) for s in subsets])
-    return np.min((queue_s + 0.5 * set_delay * quadratic) * set_delay - reward_s2 * sizes)
+    return np.min(drift_plus_penalty(queue_s, set_delay, sizes, reward_s2, quadratic))
 
 
 @pytest.mark.parametrize("quadratic", [False, True])
@@ -86,7 +87,7 @@ def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_
         queue_s = 10 ** rng.uniform(-2, 1)
         reward_s2 = queue_s * all_in / n * 10 ** rng.uniform(-1, 0.7)  # so that the best set is often in between
         chosen, delay = set_expansion(BITS, a, rsu, bands, queue_s, reward_s2, prefix_delays, quadratic=quadratic)
-        found = (queue_s + 0.5 * delay * quadratic) * delay - reward_s2 * len(chosen)
+        found = drift_plus_penalty(queue_s, delay, len(chosen), reward_s2, quadratic)
         best = brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic)
         assert found == pytest.approx(best, rel=1e-9, abs=1e-15)
 

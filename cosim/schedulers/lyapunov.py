@@ -63,6 +63,13 @@ def _run_start(sorted_keys: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(begins, np.arange(len(sorted_keys)), 0))
 
 
+def drift_plus_penalty(queue_s: float, delay_s: np.ndarray | float, size: np.ndarray | int, reward_s2: float,
+                       quadratic: bool) -> np.ndarray | float:
+    """The per-round objective of a set of `size` vehicles finishing in `delay_s`: queue·τ (+ τ²/2) − reward·|S|."""
+    drift = queue_s * delay_s + (0.5 * delay_s**2 if quadratic else 0.0)
+    return drift - reward_s2 * size
+
+
 def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray, queue_s: float,
                   reward_s2: float, prefix_delays: PrefixDelays, *, quadratic: bool = False,
                   ) -> tuple[np.ndarray, float]:
@@ -80,7 +87,7 @@ def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_
         np.maximum.accumulate(prefix_delays(bits, a_hz[ladder], float(rsu_bandwidth_hz[rsu[ladder[0]]])))
         for ladder in np.split(order, np.flatnonzero(rank == 0)[1:])])
     path = np.lexsort((rank, delay))  # the lowest next rung first, so each ladder is climbed in order
-    objective = (queue_s + 0.5 * delay[path] * quadratic) * delay[path] - reward_s2 * np.arange(1, len(path) + 1)
+    objective = drift_plus_penalty(queue_s, delay[path], np.arange(1, len(path) + 1), reward_s2, quadratic)
     best = int(np.argmin(objective))
     return np.sort(order[path[: best + 1]]), float(delay[path[best]])
 
