@@ -99,7 +99,7 @@ class SplitTrainer:
             name.removeprefix(HEAD): p.detach().float().expand(clients, *p.shape).clone().requires_grad_()
             for name, p in sorted(trainable.items()) if name.startswith(HEAD)
         }
-        self._trained = np.zeros(clients, dtype=bool)
+        self._samples_trained = np.zeros(clients, dtype=np.int64)  # per head: the evaluation's ensemble weights
         optimizer = torch.optim.SGD if server_optimizer == "sgd" else torch.optim.Adam
         self._server_optimizer = optimizer(list(self._lora.values()), lr=server_lr)
 
@@ -158,7 +158,7 @@ class SplitTrainer:
         with torch.no_grad():  # each participant's own SGD step on its head; the others' heads are not touched
             for stacked, grad in zip(self._heads.values(), grads[len(self._lora) :], strict=True):
                 stacked[index] -= self.head_lr * grad[index]
-        self._trained[clients] = True
+        np.add.at(self._samples_trained, clients, [len(b) for b in batches])
         return float(total.detach()) / len(clients)
 
     def _logits(
@@ -185,12 +185,14 @@ class SplitTrainer:
         return logits.float()
 
     def evaluate(self, data: EncodedData) -> tuple[float, float]:
-        """(accuracy, loss) of the global LoRA with the shard-size-weighted average of the heads of the clients
-        that ever trained (the initial head if none has). The head is linear after pooling, so the averaged head's
-        logits are the weighted average of those clients' logits: the ensemble of the personal heads."""
-        trained = np.flatnonzero(self._trained)
+        """(accuracy, loss) of the global LoRA with the average of the clients' heads, each weighted by the samples
+        it has trained on (the initial head if none has). The head is linear after pooling, so the averaged head's
+        logits are the weighted average of those clients' logits: the ensemble of the personal heads. Weighting by
+        shard size instead would let a head that took one step in one round count as much as one stepped every
+        round, and pull the ensemble back toward the untrained head for any scheduler that spreads participation."""
+        trained = np.flatnonzero(self._samples_trained)
         if len(trained):
-            head = fedavg([ClientUpdate(int(c), self.head_state(int(c)), len(self.local.shards[c]), float("nan"))
+            head = fedavg([ClientUpdate(int(c), self.head_state(int(c)), int(self._samples_trained[c]), float("nan"))
                            for c in trained])
         else:
             head = {HEAD + name: p.detach().float().cpu() for name, p in self.model.head.named_parameters()}

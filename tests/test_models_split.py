@@ -118,12 +118,12 @@ def test_empty_round_is_a_no_op():
     assert trainer.evaluate(data) == before == evaluate(model, trainable_state(model), data)
 
 
-def test_evaluate_uses_sample_weighted_average_of_trained_heads():
+def test_evaluate_weights_each_head_by_the_samples_it_trained_on():
     trainer, model, data = _trainer()
     trainer.round([0, 1], round_index=0)
     trainer.round([0], round_index=1)
-    heads = _heads(trainer)
-    average = {k: (20 * heads[0][k] + 5 * heads[1][k]) / 25 for k in heads[0]}
+    heads = _heads(trainer)  # client 0 took two batches of 8, client 1 one of its whole 5-sample shard
+    average = {k: (16 * heads[0][k] + 5 * heads[1][k]) / 21 for k in heads[0]}
     expected = evaluate(model, {**trainer.global_state, **average}, data)
     assert trainer.evaluate(data) == pytest.approx(expected, abs=1e-6)
 
