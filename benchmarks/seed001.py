@@ -234,7 +234,7 @@ def main() -> None:
                         help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
     parser.add_argument("--results", type=Path, default=None, metavar="JSONL",
                         help="append each run's result here and skip the runs already in it (resume)")
-    parser.add_argument("--drift", choices=("linear", "quadratic"), default="linear",
+    parser.add_argument("--drift", choices=("linear", "exact"), default="linear",
                         help="Lyapunov's and AABA's drift term (cosim/schedulers/lyapunov.py; default linear)")
     parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
     parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")

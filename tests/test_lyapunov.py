@@ -10,9 +10,9 @@ from cosim.schedulers import Observation, RoundFeedback, make_scheduler, schedul
 from cosim.schedulers.base import equal_share
 from cosim.schedulers.lyapunov import (
     AabaConfig,
+    DriftPlusPenalty,
     GsConfig,
     LyapunovConfig,
-    drift_plus_penalty,
     equal_prefix_delays,
     optimal_prefix_delays,
     set_expansion,
@@ -52,7 +52,7 @@ def test_registered_with_documented_defaults():
     assert isinstance(scenario.scheduler, LyapunovConfig) and scenario.scheduler.v0 == 2.0
 
 
-def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic):
+def brute_force(a, rsu, bands, objective, equal_bandwidth):
     """min over every non-empty subset of the drift-plus-penalty at τ = max_r τ_r, all subsets' bands solved in one
     batch."""
     n, m = len(a), len(bands)
@@ -70,13 +70,13 @@ def brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic):
     np.maximum.at(worst, group, delay)
     set_delay = worst.reshape(len(subsets), m).max(axis=1)
     sizes = np.array([len(s) for s in subsets])
-    return np.min(drift_plus_penalty(queue_s, set_delay, sizes, reward_s2, quadratic))
+    return np.min(objective(set_delay, sizes))
 
 
-@pytest.mark.parametrize("quadratic", [False, True])
+@pytest.mark.parametrize("drift", ["linear", "exact"])
 @pytest.mark.parametrize(("prefix_delays", "equal_bandwidth"),
                          [(optimal_prefix_delays, False), (equal_prefix_delays, True)])
-def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_bandwidth, quadratic):
+def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_bandwidth, drift):
     rng = np.random.default_rng(2)
     for _ in range(60):
         n, m = int(rng.integers(1, 9)), int(rng.integers(1, 4))
@@ -86,9 +86,10 @@ def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_
         all_in = (BITS / shannon_rate_bps(equal_share(rsu, bands), 1.0, a, 1.0)).max()
         queue_s = 10 ** rng.uniform(-2, 1)
         reward_s2 = queue_s * all_in / n * 10 ** rng.uniform(-1, 0.7)  # so that the best set is often in between
-        chosen, delay = set_expansion(BITS, a, rsu, bands, queue_s, reward_s2, prefix_delays, quadratic=quadratic)
-        found = drift_plus_penalty(queue_s, delay, len(chosen), reward_s2, quadratic)
-        best = brute_force(a, rsu, bands, queue_s, reward_s2, equal_bandwidth, quadratic)
+        objective = DriftPlusPenalty(queue_s, reward_s2, all_in * 10 ** rng.uniform(-1.5, 0), drift)
+        chosen, delay = set_expansion(BITS, a, rsu, bands, objective, prefix_delays)
+        best = brute_force(a, rsu, bands, objective, equal_bandwidth)
+        found = objective(delay, len(chosen))
         assert found == pytest.approx(best, rel=1e-9, abs=1e-15)
 
 
@@ -98,10 +99,10 @@ def test_whole_path_is_scanned_when_the_objective_has_two_local_minima():
     delay = optimal_prefix_delays(BITS, a, 2e7)
     queue_s = 1.0
     reward_s2 = 0.5 * ((delay[1] - delay[0]) + (delay[-1] - delay[0]) / 7)  # f(2) > f(1), yet f(8) < f(1)
-    objective = queue_s * delay - reward_s2 * np.arange(1, 9)
-    assert objective[1] > objective[0] > objective[-1]
-    chosen, _ = set_expansion(BITS, a, np.zeros(8, dtype=int), np.array([2e7]), queue_s, reward_s2,
-                              optimal_prefix_delays)
+    objective = DriftPlusPenalty(queue_s, reward_s2, tau_bar_s=delay[0])
+    values = objective(delay, np.arange(1, 9))
+    assert values[1] > values[0] > values[-1]
+    chosen, _ = set_expansion(BITS, a, np.zeros(8, dtype=int), np.array([2e7]), objective, optimal_prefix_delays)
     assert len(chosen) == 8
 
 
@@ -194,7 +195,7 @@ def long_run(config, rounds=2000, n=20):
     return delays, queue, count
 
 
-@pytest.mark.parametrize("drift", ["linear", "quadratic"])
+@pytest.mark.parametrize("drift", ["linear", "exact"])
 def test_long_run_average_delay_meets_the_budget_with_a_bounded_queue(drift):
     tau_bar = 0.05  # binding: all-in would average well above it
     delays, queue, count = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar, drift=drift))
@@ -208,13 +209,13 @@ def test_long_run_average_delay_meets_the_budget_with_a_bounded_queue(drift):
     assert count.mean() > gs_count.mean() > aaba_count.mean()  # the paper's ordering (Fig. 3)
 
 
-def test_quadratic_drift_keeps_participation_near_its_mean():
+def test_exact_drift_keeps_participation_near_its_mean():
     """The linear drift schedules everyone whenever the queue is empty and then single vehicles while it drains (here
-    a mean of 5 with standard deviation 6); the quadratic one meets the same budget with about as many, steadily."""
+    a mean of 5 with standard deviation 6); the exact one meets the same budget with about as many, steadily."""
     tau_bar = 0.02  # about a quarter of the vehicles on average
     _, _, linear = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar), rounds=500)
-    delays, _, quadratic = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar, drift="quadratic"), rounds=500)
+    delays, _, exact = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar, drift="exact"), rounds=500)
     assert abs(delays.mean() - tau_bar) <= 0.05 * tau_bar
-    assert (linear == 1).mean() > 0.05 and (quadratic == 1).mean() == 0
-    assert quadratic.std() < 0.5 * linear.std()
-    assert quadratic.mean() > 0.95 * linear.mean()
+    assert (linear == 1).mean() > 0.05 and (exact == 1).mean() == 0
+    assert exact.std() < 0.5 * linear.std()
+    assert exact.mean() > 0.95 * linear.mean()

@@ -18,14 +18,15 @@ The whole path is scanned: stopping at the first increase (the paper's terminati
 can be concave in n (near-identical channels at high SNR), and then the objective has more than one local minimum.
 A round always schedules at least its best vehicle: an empty round only idles the co-simulation.
 
-The drift term. The one-step drift of ½Q² is at most Q·(τ − τ̄) + ½(τ − τ̄)² ≤ Q·(τ − τ̄) + ½τ² + ½τ̄². The restated
-algorithm (drift = "linear", the default) bounds ½τ² by a constant and minimises Q·τ − V·w·|S|: whenever the queue is
-empty that is minimised by scheduling every vehicle, whatever the delay, and the queue then starves the following
-rounds to one vehicle each until it drains again — participation alternates between all and one (on the seed-001
-cell at τ̄ = 0.25 s: per-round standard deviation 5.3 devices around a mean of 3.1, GS's is 0.2). drift = "quadratic"
-keeps ½τ², which prices a long round even when the queue is empty: participation stays near its mean (3.2, standard
-deviation 1.1 there) and the time-average delay still meets τ̄. τ²/2 increases with τ like Q·τ, so the set expansion
-stays exact.
+The drift term. With Q' = max(Q + τ − τ̄, 0) the one-step drift ½Q'² − ½Q² is at most Q·(τ − τ̄) + ½(τ − τ̄)². The
+restated algorithm (drift = "linear", the default) bounds the second term by a constant and minimises
+Q·τ − V·w·|S|. Each added vehicle takes about an equal share of the band, so τ is nearly linear in |S|, this objective
+too, and its minimum sits at a corner: everyone whenever the queue is empty, whatever the delay, then one vehicle per
+round while the queue drains (on the seed-001 cell at τ̄ = 0.25 s: per-round standard deviation 5.3 devices around a
+mean of 3.1; GS's is 0.2). drift = "exact" minimises the drift itself, ½max(Q + τ − τ̄, 0)² − ½Q², which the planner
+can evaluate because it knows the delay of the set it plans: a round that stays within the slack τ̄ − Q costs
+nothing and every second beyond it costs more than the last, so participation stays near its mean while the
+time-average delay still meets τ̄. Both drifts are non-decreasing in τ, so the set expansion is exact for both.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -41,6 +43,7 @@ from pydantic import Field
 from cosim.bandwidth import LN2, equal_finish_split, required_bandwidth_hz, snr_bandwidth_hz
 from cosim.schedulers.base import Observation, Plan, RoundFeedback, SchedulerConfig, equal_share, register
 
+Drift = Literal["linear", "exact"]
 # Delays of one RSU's best-first prefixes: (upload bits, a sorted descending, the RSU's band) -> τ(1..n).
 PrefixDelays = Callable[[float, np.ndarray, float], np.ndarray]
 
@@ -63,18 +66,26 @@ def _run_start(sorted_keys: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(begins, np.arange(len(sorted_keys)), 0))
 
 
-def drift_plus_penalty(queue_s: float, delay_s: np.ndarray | float, size: np.ndarray | int, reward_s2: float,
-                       quadratic: bool) -> np.ndarray | float:
-    """The per-round objective of a set of `size` vehicles finishing in `delay_s`: queue·τ (+ τ²/2) − reward·|S|."""
-    drift = queue_s * delay_s + (0.5 * delay_s**2 if quadratic else 0.0)
-    return drift - reward_s2 * size
+@dataclass(frozen=True)
+class DriftPlusPenalty:
+    """One round's objective for a set of `size` vehicles finishing in `delay_s`: drift − reward·|S|."""
+
+    queue_s: float  # Q(t)
+    reward_s2: float  # V(t)·w(t): what one more participant is worth
+    tau_bar_s: float  # τ̄
+    drift: Drift = "linear"
+
+    def __call__(self, delay_s: np.ndarray | float, size: np.ndarray | int) -> np.ndarray | float:
+        if self.drift == "linear":
+            drift = self.queue_s * delay_s
+        else:
+            drift = 0.5 * np.maximum(self.queue_s + delay_s - self.tau_bar_s, 0.0) ** 2 - 0.5 * self.queue_s**2
+        return drift - self.reward_s2 * size
 
 
-def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray, queue_s: float,
-                  reward_s2: float, prefix_delays: PrefixDelays, *, quadratic: bool = False,
-                  ) -> tuple[np.ndarray, float]:
-    """Minimise queue·τ(S) (+ τ(S)²/2 if `quadratic`) − reward·|S| over non-empty S (see the module doc); candidates
-    with a ≤ 0 are skipped.
+def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray,
+                  objective: DriftPlusPenalty, prefix_delays: PrefixDelays) -> tuple[np.ndarray, float]:
+    """Minimise objective(τ(S), |S|) over non-empty S (see the module doc); candidates with a ≤ 0 are skipped.
 
     Returns (chosen indices into a_hz, ascending; the chosen set's delay) — empty and 0 if nobody can upload.
     """
@@ -87,8 +98,7 @@ def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_
         np.maximum.accumulate(prefix_delays(bits, a_hz[ladder], float(rsu_bandwidth_hz[rsu[ladder[0]]])))
         for ladder in np.split(order, np.flatnonzero(rank == 0)[1:])])
     path = np.lexsort((rank, delay))  # the lowest next rung first, so each ladder is climbed in order
-    objective = drift_plus_penalty(queue_s, delay[path], np.arange(1, len(path) + 1), reward_s2, quadratic)
-    best = int(np.argmin(objective))
+    best = int(np.argmin(objective(delay[path], np.arange(1, len(path) + 1))))
     return np.sort(order[path[: best + 1]]), float(delay[path[best]])
 
 
@@ -99,7 +109,7 @@ class _DelayBudgetConfig(SchedulerConfig):
 class _DriftPlusPenaltyConfig(_DelayBudgetConfig):
     v0: float = Field(1.0, gt=0)  # V(t) = v0·τ̄²/sqrt(t+1): the worth of one more participant, in units of τ̄²
     weight_horizon_rounds: float = Field(100.0, gt=0)  # w(t) = 1 + t/weight_horizon_rounds
-    drift: Literal["linear", "quadratic"] = "linear"  # the drift term: Q·τ, or Q·τ + τ²/2 (see the module doc)
+    drift: Drift = "linear"  # Q·τ (the restated bound) or the exact ½max(Q + τ − τ̄, 0)² − ½Q² (see the module doc)
 
 
 class LyapunovConfig(_DriftPlusPenaltyConfig):
@@ -132,9 +142,10 @@ class _DriftPlusPenalty(ABC):
 
     def plan(self, obs: Observation) -> Plan:
         a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
-        chosen, self.planned_delay_s = set_expansion(obs.payload_bits, a, obs.rsu, obs.rsu_bandwidth_hz, self.queue_s,
-                                                     self.reward_s2(obs.round_index), self.prefix_delays,
-                                                     quadratic=self.config.drift == "quadratic")
+        c = self.config
+        objective = DriftPlusPenalty(self.queue_s, self.reward_s2(obs.round_index), c.tau_bar_s, c.drift)
+        chosen, self.planned_delay_s = set_expansion(obs.payload_bits, a, obs.rsu, obs.rsu_bandwidth_hz, objective,
+                                                     self.prefix_delays)
         return Plan(chosen, self.bandwidth_hz(obs, a, chosen))
 
     @abstractmethod
