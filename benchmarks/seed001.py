@@ -21,7 +21,7 @@ vehicles (the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's
 also reports the share of scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes
 one PNG with all of it.
 
-    .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.5 1.0 1.5] [--seeds 1 2 3]
+    .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.25 0.5 1] [--seeds 1 2 3]
                                            [--results seed001.jsonl] [--figure seed001.png] [--no-mobility] [--quick]
 
 (run as a module from the repository root: as a script, benchmarks/mobility.py would shadow the mobility package)
@@ -226,14 +226,15 @@ def report(runs: dict[float, dict[str, list[Result]]], rounds: int, seeds: list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="R, rounds per run (default 40)")
-    parser.add_argument("--tau-bars", type=float, nargs="+", default=[0.5, 1.0, 1.5], metavar="S",
-                        help="average-delay budgets τ̄ in seconds (default 0.5 1.0 1.5); mobility runs the middle one")
+    parser.add_argument("--tau-bars", type=float, nargs="+", default=[0.25, 0.5, 1.0], metavar="S",
+                        help="average-delay budgets τ̄ in seconds (default 0.25 0.5 1); mobility runs the middle one")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="N",
                         help="scenario seeds to average over (default: 1)")
     parser.add_argument("--eval-every", type=int, default=4, metavar="N",
                         help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
     parser.add_argument("--results", type=Path, default=None, metavar="JSONL",
-                        help="append each run's result here and skip the runs already in it (resume)")
+                        help="append each run's result here and skip the runs already in it (resume); runs are "
+                             "keyed by scenario and overrides, not by code: start a new file after changing the code")
     parser.add_argument("--drift", choices=("linear", "exact"), default="linear",
                         help="Lyapunov's and AABA's drift term (cosim/schedulers/lyapunov.py; default linear)")
     parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
