@@ -16,10 +16,9 @@ split and fading, so each ordered pair is judged on its per-seed accuracy gaps, 
 (with one seed, the held-out sampling error of the gap, which leaves the training noise out); a gap inside that margin
 is reported as not separated rather than as an ordering. Every run's result is appended to `--results` (JSON lines)
 and a run already there is not repeated: an interrupted benchmark resumes, and All-in (which ignores τ̄) runs once
-per seed. Then the decision time per round vs the number of
-vehicles (the paper's Fig. 6, benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it
-also reports the share of scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes
-one PNG with all of it.
+per seed. Then the decision time per round vs the number of vehicles (the paper's Fig. 6,
+benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it also reports the share of
+scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes one PNG with all of it.
 
     .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.25 0.5 1] [--seeds 1 2 3]
                                            [--results seed001.jsonl] [--figure seed001.png] [--no-mobility] [--quick]
@@ -40,6 +39,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -47,7 +47,7 @@ import numpy as np
 from benchmarks.seed001_decision import VEHICLES, decision_times_ms
 from cosim.engine import run_scenario
 from cosim.scenario import Scenario, load_scenario
-from cosim.schedulers.lyapunov import AabaConfig, GsConfig, LyapunovConfig
+from cosim.schedulers.lyapunov import AabaConfig, Drift, GsConfig, LyapunovConfig
 
 STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed001-static.toml"
 MOBILITY = STATIC.with_name("seed001-mobility.toml")
@@ -81,7 +81,7 @@ def seed_mean(runs: list[Result]) -> Result:
                   payload_bits=runs[0].payload_bits, wall_s=float(sum(r.wall_s for r in runs)))
 
 
-def scheduler_table(base: Scenario, name: str, tau_bar_s: float, drift: str = "linear") -> str:
+def scheduler_table(base: Scenario, name: str, tau_bar_s: float, drift: Drift = "linear") -> str:
     """An inline TOML table that replaces the scenario's [scheduler], keeping its Lyapunov knobs where they apply;
     `drift` for Lyapunov and AABA (the default "linear" is left out, so earlier --results entries still match)."""
     if name == "all-in":
@@ -169,12 +169,17 @@ def seed_means(runs: dict[float, dict[str, list[Result]]]) -> dict[float, dict[s
     return {tau: {name: seed_mean(results) for name, results in row.items()} for tau, row in runs.items()}
 
 
+def seed_gaps(runs: dict[str, list[Result]], better: str, worse: str) -> np.ndarray:
+    """The accuracy gap better − worse within each seed."""
+    return np.array([b.accuracy - w.accuracy for b, w in zip(runs[better], runs[worse], strict=True)])
+
+
 def paired_gaps(runs: dict[str, list[Result]]) -> dict[tuple[str, str], tuple[float, float]]:
     """Per ordered pair, the mean over seeds of the accuracy gap better − worse within each seed, and twice its
     standard error (one seed: twice the held-out sampling error of the gap)."""
     gaps = {}
     for better, worse, _ in PAIRS:
-        diff = np.array([b.accuracy - w.accuracy for b, w in zip(runs[better], runs[worse], strict=True)])
+        diff = seed_gaps(runs, better, worse)
         se = (diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1
               else math.hypot(runs[better][0].accuracy_se, runs[worse][0].accuracy_se))
         gaps[better, worse] = (float(diff.mean()), 2 * float(se))
@@ -182,7 +187,7 @@ def paired_gaps(runs: dict[str, list[Result]]) -> dict[tuple[str, str], tuple[fl
 
 
 def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario, log: ResultLog,
-            drift: str) -> dict[float, dict[str, list[Result]]]:
+            drift: Drift) -> dict[float, dict[str, list[Result]]]:
     """Every scheduler at every τ̄ on the scenario at `path`: one Result per seed, in the order of `seeds`."""
     runs: dict[float, dict[str, list[Result]]] = {tau: {name: [] for name in SCHEDULERS} for tau in taus}
     for seed in seeds:
@@ -210,8 +215,7 @@ def report(runs: dict[float, dict[str, list[Result]]], rounds: int, seeds: list[
     accuracy_holds = True
     for tau, row in runs.items():
         gaps = paired_gaps(row)
-        leads = {(b, w): sum(x.accuracy > y.accuracy for x, y in zip(row[b], row[w], strict=True))
-                 for b, w, _ in PAIRS}
+        leads = {(b, w): int((seed_gaps(row, b, w) > 0).sum()) for b, w, _ in PAIRS}
         print(f"  τ̄={tau:g} s: " + "; ".join(f"{b} − {w} {gap:+.3f} ± {margin:.3f} ({leads[b, w]}/{len(seeds)})"
                                              for (b, w), (gap, margin) in gaps.items()))
         devices = {(b, w): (means[tau][b].devices - means[tau][w].devices, 0.0) for b, w, _ in PAIRS}
@@ -235,7 +239,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, metavar="JSONL",
                         help="append each run's result here and skip the runs already in it (resume); runs are "
                              "keyed by scenario and overrides, not by code: start a new file after changing the code")
-    parser.add_argument("--drift", choices=("linear", "exact"), default="linear",
+    parser.add_argument("--drift", choices=get_args(Drift), default="linear",
                         help="Lyapunov's and AABA's drift term (cosim/schedulers/lyapunov.py; default linear)")
     parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
     parser.add_argument("--decision-rounds", type=int, default=30, help="rounds timed per point of the Fig. 6 curve")
