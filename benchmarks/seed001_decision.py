@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from cosim.radio import shannon_rate_bps
+from cosim.payload import Payload
+from cosim.radio import RateModel, shannon_rate_bps
 from cosim.schedulers import Observation, RoundFeedback, make_scheduler
 from cosim.schedulers.lyapunov import AabaConfig, GsConfig, LyapunovConfig
 
@@ -38,14 +39,15 @@ def decision_times_ms(config: LyapunovConfig | AabaConfig | GsConfig, vehicles: 
             speed_mps=np.zeros(vehicles), dwell_s=np.full(vehicles, np.inf),
             battery_j=np.ones(vehicles), tx_power_w=np.full(vehicles, POWER_W),
             compute_time_s=np.zeros(vehicles), rsu_bandwidth_hz=np.full(rsus, band_hz / rsus),
-            noise_psd_w_per_hz=NOISE_PSD, upload_bits=bits, download_bits=bits, payload_bits=bits, deadline_s=np.inf)
+            rate=RateModel(NOISE_PSD), payload=Payload.fixed(bits), deadline_s=np.inf)
         start = time.perf_counter()
         plan = scheduler.plan(obs)
         times[t] = (time.perf_counter() - start) * 1e3
         chosen = plan.participants
         delay = float(np.max(bits / shannon_rate_bps(plan.bandwidth_hz, POWER_W, gain[chosen], NOISE_PSD),
                              initial=0.0))
-        scheduler.observe(RoundFeedback(t, delay, delay, np.ones(len(chosen), dtype=bool), np.zeros(len(chosen)), None))
+        k = len(chosen)
+        scheduler.observe(RoundFeedback(t, delay, delay, np.ones(k, dtype=bool), np.zeros(k), None, np.full(k, delay)))
     return times
 
 

@@ -49,15 +49,20 @@ def required_bandwidth_hz(rate_bps: np.ndarray | float, a_hz: np.ndarray | float
     return out
 
 
-def _need_and_slope(bits: np.ndarray, a: np.ndarray, delay_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """B_k(τ) and dB_k/dτ = a·c / (τ·(x/(1+x) − log1p x)) for devices that all have c = L·ln2/(a·τ) < 1."""
+def _need_and_slope(bits: np.ndarray, a: np.ndarray, delay_s: np.ndarray,
+                    cap: float) -> tuple[np.ndarray, np.ndarray]:
+    """B_k(τ) and dB_k/dτ for devices that all have c = L·ln2/(a·τ) < 1. Uncapped: B = a/x, slope
+    a·c / (τ·(x/(1+x) − log1p x)); where the spectral-efficiency cap η binds, B = L/(τ·η) and the slope is −B/τ."""
     c = bits * LN2 / (a * delay_s)
     x = _snr_for_efficiency(c)
-    return a / x, a * c / (delay_s * (x / (1.0 + x) - np.log1p(x)))
+    need, slope = a / x, a * c / (delay_s * (x / (1.0 + x) - np.log1p(x)))
+    capped = bits / (delay_s * cap)
+    return np.maximum(need, capped), np.where(capped > need, -capped / delay_s, slope)
 
 
 def equal_finish_split(bits: np.ndarray | float, a_hz: np.ndarray, group: np.ndarray, group_bandwidth_hz: np.ndarray,
-                       rtol: float = 1e-13, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+                       max_spectral_efficiency: float = math.inf, rtol: float = 1e-13,
+                       max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Each group (an RSU's band, or one candidate set) shares its band so that all members finish together.
 
     That common delay is the group's smallest possible max delay (P2). Σ_k B_k(τ) falls in τ, so τ is the root of
@@ -65,6 +70,7 @@ def equal_finish_split(bits: np.ndarray | float, a_hz: np.ndarray, group: np.nda
     delay (where every member needs at most B_g/n). The bracket shrinks as in bisection; Newton steps on
     log Σ B_k = log B_g over log τ (near-linear: Σ B_k ~ 1/τ) inside it converge in a handful of iterations, with
     bisection taking over whenever a step would leave the bracket. Only unfinished groups are re-evaluated.
+    A spectral-efficiency cap η (rate ≤ η·B) only raises each member's need to max(B_k(τ), L/(τ·η)).
     Members need a > 0 and every group with members a band > 0. Returns (τ per group, 0 if empty; share per member),
     the shares rescaled so that each group's sum is exactly its band.
     """
@@ -75,14 +81,14 @@ def equal_finish_split(bits: np.ndarray | float, a_hz: np.ndarray, group: np.nda
     lo, hi = np.zeros(len(band)), np.zeros(len(band))
     np.maximum.at(lo, group, bits * LN2 / a)
     equal = band[group] / count[group]
-    np.maximum.at(hi, group, bits / (equal * np.log1p(a / equal) / LN2))
+    np.maximum.at(hi, group, bits / (equal * np.minimum(np.log1p(a / equal) / LN2, max_spectral_efficiency)))
     tau = hi.copy()
     active = count > 0
     for _ in range(max_iter):
         if not active.any():
             break
         on = active[group]
-        need, slope = _need_and_slope(bits[on], a[on], tau[group[on]])
+        need, slope = _need_and_slope(bits[on], a[on], tau[group[on]], max_spectral_efficiency)
         total = np.bincount(group[on], need, minlength=len(band))
         excess = total - band
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # finished groups: 0/0, masked below
@@ -93,5 +99,5 @@ def equal_finish_split(bits: np.ndarray | float, a_hz: np.ndarray, group: np.nda
         active &= (np.abs(excess) > rtol * band) & (hi - lo > rtol * hi)
         inside = (newton > lo) & (newton < hi)
         tau = np.where(active, np.where(inside, newton, 0.5 * (lo + hi)), tau)
-    need = _need_and_slope(bits, a, tau[group])[0]
+    need = _need_and_slope(bits, a, tau[group], max_spectral_efficiency)[0]
     return np.where(count > 0, tau, 0.0), need * (band[group] / np.bincount(group, need, minlength=len(band))[group])

@@ -28,7 +28,7 @@ def run_scenario(scenario: Scenario, out_dir: Path,
     wall_start = time.perf_counter()
     trace = TraceWriter(out_dir, {"scenario": scenario.model_dump(mode="json"), "seed": scenario.seed,
                                   "versions": package_versions(), "status": "running"})
-    task = make_task(scenario.learning, scenario.seed)
+    task = make_task(scenario.learning, scenario.seed, reciprocal_downlink=scenario.rsu.downlink == "reciprocal")
     trace.flush(upload_bits=task.upload_bits, download_bits=task.download_bits, payload_bits=task.payload_bits,
                 majority_rate=task.majority_rate)
     status = "interrupted"

@@ -56,38 +56,30 @@ def fdma_delay_s(bits: ArrayLike, bandwidth_hz: ArrayLike, power_w: ArrayLike, g
         return np.where(bits > 0, bits / rate, 0.0)
 
 
-def min_max_delay_bandwidth(bits: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float,
-                            total_bandwidth_hz: float, snr_gap_db: float = 0.0,
-                            max_spectral_efficiency: float = math.inf) -> tuple[np.ndarray, float]:
-    """FDMA shares that minimise the slowest upload: (bandwidth_hz per device, the common delay T in s).
+@dataclass(frozen=True)
+class RateModel:
+    """The simulator's one rate function: FDMA capacity less the SNR gap Γ, capped at η_max bit/s/Hz. Schedulers
+    plan with it and every transfer runs at it, so a plan's delays are the radio's on an unchanged channel."""
 
-    At the optimum every device with bits finishes at the same T (else bandwidth could move from a faster one to the
-    slowest). Each device's bandwidth for a target T is bandwidth_for_rate_hz(bits/T); their sum falls with T, so T
-    is found by bisection between the infinite-bandwidth bound and the equal-share delay, to relative 1e-15."""
-    bits = np.asarray(bits, dtype=float)
-    power, gain = np.broadcast_to(power_w, bits.shape), np.broadcast_to(gain, bits.shape)
-    active = bits > 0
-    if not active.any():
-        return np.zeros(bits.shape), 0.0
-    if np.any(power[active] * gain[active] <= 0):
-        raise ValueError("min_max_delay_bandwidth: every device with bits needs positive power and gain")
-    link = (power[active], gain[active], noise_psd_w_per_hz, snr_gap_db, max_spectral_efficiency)
+    noise_psd_w_per_hz: float
+    snr_gap_db: float = 0.0
+    max_spectral_efficiency: float = math.inf
 
-    def needed(delay_s: float) -> np.ndarray:
-        return bandwidth_for_rate_hz(bits[active] / delay_s, *link)
+    def snr_bandwidth_hz(self, power_w: ArrayLike, gain: ArrayLike) -> np.ndarray:
+        """a = p·g/(Γ·N0): the Lambert-W closed forms of cosim.bandwidth see the gap as extra noise."""
+        return snr_bandwidth_hz(power_w, gain, db_to_linear(self.snr_gap_db) * self.noise_psd_w_per_hz)
 
-    # T must exceed every device's delay at infinite bandwidth, bits·ln2/a; the equal split is always feasible.
-    lo = float(np.max(bits[active] * _LN2 * db_to_linear(snr_gap_db) * noise_psd_w_per_hz / (link[0] * link[1])))
-    hi = float(np.max(fdma_delay_s(bits[active], total_bandwidth_hz / active.sum(), *link)))
-    while hi - lo > 1e-15 * hi:
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        lo, hi = (mid, hi) if needed(mid).sum() > total_bandwidth_hz else (lo, mid)
-    share = needed(hi)
-    bandwidth = np.zeros(bits.shape)
-    bandwidth[active] = share * (total_bandwidth_hz / share.sum())  # hand out the rounding leftover
-    return bandwidth, hi
+    def rate_bps(self, bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike) -> np.ndarray:
+        return shannon_rate_bps(bandwidth_hz, power_w, gain, self.noise_psd_w_per_hz, self.snr_gap_db,
+                                self.max_spectral_efficiency)
+
+    def bandwidth_for_rate_hz(self, rate_bps: ArrayLike, power_w: ArrayLike, gain: ArrayLike) -> np.ndarray:
+        return bandwidth_for_rate_hz(rate_bps, power_w, gain, self.noise_psd_w_per_hz, self.snr_gap_db,
+                                     self.max_spectral_efficiency)
+
+    def delay_s(self, bits: ArrayLike, bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike) -> np.ndarray:
+        return fdma_delay_s(bits, bandwidth_hz, power_w, gain, self.noise_psd_w_per_hz, self.snr_gap_db,
+                            self.max_spectral_efficiency)
 
 
 def downlink_rate_bps(bandwidth_hz: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float, rsu_power_w: float,

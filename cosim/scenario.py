@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
+from cosim.payload import WireDtype
 from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
 from mobility.config import MobilityConfig, RsuConfig
 
@@ -125,6 +126,7 @@ class LearningConfig(Section):
     server_lr: Positive = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
     head_lr: Positive = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
     server_optimizer: Literal["sgd", "adam"] = "sgd"
+    wire_dtype: WireDtype = "float32"  # precision of every value on the air (payload bits per value)
     # "auto": bf16 matrix products where the hardware has them (CUDA; CPUs with AVX512-BF16/AMX), else float32
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
 

@@ -19,7 +19,7 @@ from cosim.channel import (
     rician_power,
 )
 from cosim.energy import Batteries
-from cosim.radio import shannon_rate_bps
+from cosim.radio import RateModel
 from cosim.rng import stream
 from cosim.scenario import ChannelConfig, Scenario
 from mobility.association import Association, HandoverEvent
@@ -41,6 +41,7 @@ class World:
         self.tick_s = scenario.simulation.mobility_tick_s
         ch = self.channel = scenario.channel
         self.noise_psd = noise_psd_w_per_hz(ch.noise_psd_dbm_per_hz, ch.noise_figure_db)
+        self.rate = RateModel(self.noise_psd, ch.snr_gap_db, ch.max_spectral_efficiency)  # planners' and transfers'
         self.rsu_tx_power_w = scenario.rsu.tx_power_w
         self.device = scenario.energy.device()
         self.association = Association(hysteresis_db=scenario.rsu.hysteresis_db,
@@ -123,9 +124,7 @@ class World:
         return i if i < len(self.ids) and self.ids[i] == vehicle else None
 
     def rate_bps(self, bandwidth_hz: float, power_w: float, gain: float) -> float:
-        ch = self.channel
-        return float(shannon_rate_bps(bandwidth_hz, power_w, gain, self.noise_psd, ch.snr_gap_db,
-                                      ch.max_spectral_efficiency))
+        return float(self.rate.rate_bps(bandwidth_hz, power_w, gain))
 
     def link(self, vehicle: str, rsu: int, bandwidth_hz: float, power_w: float) -> VehicleLink:
         return VehicleLink(self, vehicle, rsu, bandwidth_hz, power_w)

@@ -4,6 +4,7 @@ the frozen base never leaves the vehicle or the server."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,25 @@ def upload_bits(state: Mapping[str, torch.Tensor], bits_per_value: int = 32) -> 
     if bits_per_value < 1:
         raise ValueError(f"bits_per_value must be a positive integer, got {bits_per_value}")
     return state_num_values(state) * bits_per_value
+
+
+@dataclass(frozen=True)
+class RankProfile:
+    """How a trainable state's size depends on its LoRA rank: values = fixed_values + per_rank_values·rank."""
+
+    rank: int
+    fixed_values: int  # everything that is not a LoRA matrix (the head)
+    per_rank_values: int  # one row of every A (its input width) plus one column of every B (its output width)
+    adapted_modules: int  # LoRA-adapted linear layers (A matrices)
+
+
+def rank_profile(state: Mapping[str, torch.Tensor]) -> RankProfile:
+    """The state's rank, and its size as an affine function of the rank (what an adapter costs on the air)."""
+    a = [value for name, value in state.items() if is_lora_a(name)]
+    b = [value for name, value in state.items() if is_lora_b(name)]
+    fixed = sum(value.numel() for name, value in state.items() if not (is_lora_a(name) or is_lora_b(name)))
+    per_rank = sum(value.shape[1] for value in a) + sum(value.shape[0] for value in b)
+    return RankProfile(state_rank(state), fixed, per_rank, len(a))
 
 
 def is_lora_a(name: str) -> bool:

@@ -19,7 +19,7 @@ from models.backbone import SplitClassifier
 from models.data import EncodedData, trim_padding
 from models.device import Precision, autocast
 from models.evaluate import evaluate
-from models.lora import is_lora_a, is_lora_b
+from models.lora import is_lora_a, is_lora_b, rank_profile
 from models.trainer import ClientUpdate, LocalTrainer, batch_indices
 
 SERVER_OPTIMIZERS = ("sgd", "adam")
@@ -28,35 +28,29 @@ HEAD = "head."
 
 
 @dataclass(frozen=True)
-class SplitPayload:
-    """Bits on the air for one client in one split round (payload only, no protocol overhead). Embeddings, features
-    and feature gradients are all token-level b×ℓ×d tensors: the head pools over tokens on the vehicle, so the server
-    must return every token's feature and receives every token's gradient. ℓ is the wire length (the padded
-    max_length), not the trimmed compute length. Not counted: the attention mask (b lengths, negligible) and the
-    labels, which never leave the vehicle. No LoRA matrices travel: the server holds them and computes their
-    gradient itself, so unlike flat federated LoRA the payload does not depend on the rank."""
+class SplitExchange:
+    """The sizes of one client's split round, in values (cosim.payload turns them into bits on the air).
 
-    embeddings_up: int  # E_k = embedding(x_k), vehicle -> server
-    features_down: int  # F_k = encoder_θ(E_k), server -> vehicle
-    gradients_up: int  # ∂ℓ_k/∂F_k, vehicle -> server
+    Embeddings (up) and features (down) are token-level b×ℓ×d tensors: the head pools over tokens on the vehicle, so
+    the server must return every token's feature. ℓ is the wire length (the padded max_length), not the trimmed
+    compute length. The gradient information (up) is the paper's "gradient of the task module with respect to the
+    output of a low-rank matrix": one r-vector per token for each of the M LoRA-adapted layers, b·ℓ·M values per
+    rank component, which is why the payload grows with the rank. (The server computes the same averaged LoRA
+    gradient from the feature gradients by the chain rule; only the bits on the air follow the paper.) Not counted:
+    the attention mask (b lengths) and the labels, which never leave the vehicle."""
+
+    tokens: int  # b·ℓ
+    hidden_size: int  # d
+    rank: int  # r of the server's global LoRA
+    adapted_modules: int  # M
 
     @property
-    def uplink(self) -> int:
-        return self.embeddings_up + self.gradients_up
+    def embedding_values(self) -> int:
+        return self.tokens * self.hidden_size
 
     @property
-    def downlink(self) -> int:
-        return self.features_down
-
-
-def split_payload_bits(batch_size: int, seq_len: int, hidden_size: int, bits_per_value: int = 32) -> SplitPayload:
-    """Per-client bits of one split round for a b×ℓ×d exchange (see SplitPayload for what is and is not counted)."""
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("hidden_size", hidden_size),
-                        ("bits_per_value", bits_per_value)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    tensor_bits = batch_size * seq_len * hidden_size * bits_per_value
-    return SplitPayload(embeddings_up=tensor_bits, features_down=tensor_bits, gradients_up=tensor_bits)
+    def gradient_values_per_rank(self) -> int:
+        return self.tokens * self.adapted_modules
 
 
 class SplitTrainer:
@@ -115,11 +109,13 @@ class SplitTrainer:
         return {HEAD + name: stacked[client].detach().cpu().clone() for name, stacked in self._heads.items()}
 
     @property
-    def payload(self) -> SplitPayload:
-        """Per-client bits of one round at this trainer's batch size and the data's padded length."""
+    def exchange(self) -> SplitExchange:
+        """One client's round at this trainer's batch size, the data's padded length and the global LoRA's rank."""
         with torch.no_grad():  # the embedding's token count: the padded text length, or ViT's patches + [CLS]
             seq_len = self.model.embedding(input_ids=self.local.data.input_ids[:1]).shape[1]
-        return split_payload_bits(self.local.batch_size, seq_len, self.model.config.hidden_size)
+        profile = rank_profile(self.global_state)
+        return SplitExchange(self.local.batch_size * seq_len, self.model.config.hidden_size, profile.rank,
+                             profile.adapted_modules)
 
     def batch(self, client: int, round_index: int) -> np.ndarray:
         """The sample indices client draws in round_index: seeded by (seed, round_index, client) as in LocalTrainer,

@@ -112,15 +112,19 @@ def _with_overrides(argv, overrides):
 
 
 def test_split_bits_per_direction(split_runs):
-    """b × ℓ × d float32 tensors: embeddings and feature gradients up, features down (tiny-BERT: d = 32)."""
+    """b × ℓ × d float32 tensors: embeddings up, features down (tiny-BERT: d = 32); the gradient information up is
+    b × ℓ × r per adapted layer (2 layers × query/key/value)."""
     run, _ = split_runs
     learning = run["manifest"]["scenario"]["learning"]
-    tensor = learning["batch_size"] * learning["max_length"] * 32 * 32
+    tokens = learning["batch_size"] * learning["max_length"]
+    tensor = tokens * 32 * 32
+    gradient = tokens * learning["lora_rank"] * 2 * len(learning["lora_targets"]) * 32
     parts = run["participants"]
-    assert (parts["upload_bits"] == 2 * tensor).all() and (parts["download_bits"] == tensor).all()
-    assert run["manifest"]["payload_bits"] == 3 * tensor  # the paper's L_k, what the scheduler plans for
+    assert (parts["upload_bits"] == tensor + gradient).all() and (parts["download_bits"] == tensor).all()
+    assert (parts["rank"] == learning["lora_rank"]).all() and (parts["density"] == 1.0).all()
+    assert run["manifest"]["payload_bits"] == 2 * tensor + gradient  # the paper's L_k, what the scheduler plans for
     rounds = run["rounds"]
-    assert (rounds["upload_bytes"] == rounds["arrivals"] * 2 * tensor // 8).all()
+    assert (rounds["upload_bytes"] == rounds["arrivals"] * (tensor + gradient) // 8).all()
     assert (rounds["download_bytes"] == rounds["participants"] * tensor // 8).all()
 
 
@@ -153,6 +157,7 @@ def test_split_reciprocal_downlink_realises_the_papers_delay(split_runs):
     parts = run["participants"]
     air_time = parts["download_s"] + parts["upload_delay_s"]
     np.testing.assert_allclose(air_time, run["manifest"]["payload_bits"] / parts["rate_bps"], rtol=1e-6)
+    np.testing.assert_allclose(parts["scheduled_air_time_s"], air_time, rtol=1e-12)
     assert (air_time.groupby(parts["round"]).agg(lambda t: t.max() / t.min() - 1) < 1e-6).all()
 
 
@@ -170,7 +175,7 @@ def test_split_under_mobility_with_handovers(tmp_path):
     parts, rounds = run["participants"], run["rounds"]
     assert len(rounds) == 3 and rounds["participants"].min() > 0
     assert parts["rsu"].nunique() > 1  # several RSUs schedule their own vehicles
-    assert (parts["upload_bits"] == 2 * 64 * 128 * 32 * 32).all()
+    assert (parts["upload_bits"] == 64 * 128 * (32 + 8 * 2 * 3) * 32).all()  # embeddings + r·M gradient values
     assert (run["handovers"]["kind"] == "handover").any()
     for _, bands in parts.groupby(["round", "rsu"])["bandwidth_hz"]:
         assert bands.sum() <= 10e6 * (1 + 1e-9)

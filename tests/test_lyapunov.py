@@ -1,10 +1,12 @@
 import itertools
+import math
 
 import numpy as np
 import pytest
 
 from cosim.bandwidth import equal_finish_split, required_bandwidth_hz, snr_bandwidth_hz
-from cosim.radio import shannon_rate_bps
+from cosim.payload import Payload
+from cosim.radio import RateModel, shannon_rate_bps
 from cosim.scenario import Scenario
 from cosim.schedulers import Observation, RoundFeedback, make_scheduler, scheduler_names
 from cosim.schedulers.base import equal_share
@@ -28,18 +30,18 @@ def observation(gain, rsu, bands, round_index=0):
         round_index=round_index, time_s=float(round_index), vehicles=np.array([f"v{i}" for i in range(n)]),
         rsu=np.asarray(rsu), distance_m=np.full(n, 100.0), gain=np.asarray(gain, dtype=float),
         speed_mps=np.zeros(n), dwell_s=np.full(n, np.inf), battery_j=np.full(n, 100.0), tx_power_w=np.full(n, POWER_W),
-        compute_time_s=np.ones(n), rsu_bandwidth_hz=np.asarray(bands, dtype=float), noise_psd_w_per_hz=NOISE,
-        upload_bits=BITS, download_bits=BITS, payload_bits=BITS, deadline_s=10.0)
+        compute_time_s=np.ones(n), rsu_bandwidth_hz=np.asarray(bands, dtype=float), rate=RateModel(NOISE),
+        payload=Payload.fixed(BITS), deadline_s=10.0)
 
 
 def upload_delays(obs, plan):
     rate = shannon_rate_bps(plan.bandwidth_hz, obs.tx_power_w[plan.participants], obs.gain[plan.participants], NOISE)
-    return obs.payload_bits / rate
+    return BITS / rate
 
 
 def feedback(round_index, plan, delay_s):
     k = len(plan.participants)
-    return RoundFeedback(round_index, delay_s, delay_s, np.ones(k, dtype=bool), np.zeros(k), None)
+    return RoundFeedback(round_index, delay_s, delay_s, np.ones(k, dtype=bool), np.zeros(k), None, np.full(k, delay_s))
 
 
 def test_registered_with_documented_defaults():
@@ -52,9 +54,9 @@ def test_registered_with_documented_defaults():
     assert isinstance(scenario.scheduler, LyapunovConfig) and scenario.scheduler.v0 == 2.0
 
 
-def brute_force(a, rsu, bands, objective, equal_bandwidth):
-    """min over every non-empty subset of the drift-plus-penalty at τ = max_r τ_r, all subsets' bands solved in one
-    batch."""
+def brute_force(a, rsu, bands, objective, equal_bandwidth, cap=math.inf, allow_empty=False):
+    """min over every subset (the empty one too if allowed) of the drift-plus-penalty at τ = max_r τ_r, all subsets'
+    bands solved in one batch."""
     n, m = len(a), len(bands)
     subsets = [np.array(s) for size in range(1, n + 1) for s in itertools.combinations(range(n), size)]
     members = np.concatenate(subsets)
@@ -62,21 +64,23 @@ def brute_force(a, rsu, bands, objective, equal_bandwidth):
     group_band = np.tile(bands, len(subsets))
     if equal_bandwidth:
         share = group_band[group] / np.bincount(group, minlength=len(group_band))[group]
-        delay = BITS / shannon_rate_bps(share, 1.0, a[members], 1.0)
+        delay = BITS / shannon_rate_bps(share, 1.0, a[members], 1.0, max_spectral_efficiency=cap)
     else:
-        tau, _ = equal_finish_split(BITS, a[members], group, group_band)
+        tau, _ = equal_finish_split(BITS, a[members], group, group_band, cap)
         delay = tau[group]
     worst = np.zeros(len(group_band))
     np.maximum.at(worst, group, delay)
     set_delay = worst.reshape(len(subsets), m).max(axis=1)
     sizes = np.array([len(s) for s in subsets])
-    return np.min(objective(set_delay, sizes))
+    best = np.min(objective(set_delay, sizes))
+    return min(best, objective(0.0, 0)) if allow_empty else best
 
 
+@pytest.mark.parametrize(("cap", "allow_empty"), [(math.inf, True), (math.inf, False), (2.0, True)])
 @pytest.mark.parametrize("drift", ["linear", "exact"])
 @pytest.mark.parametrize(("prefix_delays", "equal_bandwidth"),
                          [(optimal_prefix_delays, False), (equal_prefix_delays, True)])
-def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_bandwidth, drift):
+def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_bandwidth, drift, cap, allow_empty):
     rng = np.random.default_rng(2)
     for _ in range(60):
         n, m = int(rng.integers(1, 9)), int(rng.integers(1, 4))
@@ -87,9 +91,10 @@ def test_set_expansion_equals_brute_force_over_all_subsets(prefix_delays, equal_
         queue_s = 10 ** rng.uniform(-2, 1)
         reward_s2 = queue_s * all_in / n * 10 ** rng.uniform(-1, 0.7)  # so that the best set is often in between
         objective = DriftPlusPenalty(queue_s, reward_s2, all_in * 10 ** rng.uniform(-1.5, 0), drift)
-        chosen, delay = set_expansion(BITS, a, rsu, bands, objective, prefix_delays)
-        best = brute_force(a, rsu, bands, objective, equal_bandwidth)
+        chosen, delay = set_expansion(BITS, a, rsu, bands, objective, prefix_delays, cap, allow_empty)
+        best = brute_force(a, rsu, bands, objective, equal_bandwidth, cap, allow_empty)
         found = objective(delay, len(chosen))
+        assert len(chosen) or allow_empty
         assert found == pytest.approx(best, rel=1e-9, abs=1e-15)
 
 
@@ -142,7 +147,8 @@ def test_lyapunov_splits_each_band_so_its_uploads_finish_together():
         queue = scheduler.queue_s
         # The queue follows the realised time on the air (here 10% over plan), not the whole round's duration.
         k = len(plan.participants)
-        scheduler.observe(RoundFeedback(t, 123.0, 1.1 * delays.max(), np.ones(k, dtype=bool), np.zeros(k), None))
+        scheduler.observe(RoundFeedback(t, 123.0, 1.1 * delays.max(), np.ones(k, dtype=bool), np.zeros(k), None,
+                                        1.1 * delays))
         assert scheduler.queue_s == pytest.approx(max(queue + 1.1 * delays.max() - 0.05, 0.0), rel=1e-12, abs=1e-15)
 
 
@@ -209,13 +215,16 @@ def test_long_run_average_delay_meets_the_budget_with_a_bounded_queue(drift):
     assert count.mean() > gs_count.mean() > aaba_count.mean()  # the paper's ordering (Fig. 3)
 
 
-def test_exact_drift_keeps_participation_near_its_mean():
-    """The linear drift schedules everyone whenever the queue is empty and then single vehicles while it drains (here
-    a mean of 5 with standard deviation 6); the exact one meets the same budget with about as many, steadily."""
+@pytest.mark.parametrize("allow_empty", [True, False])
+def test_exact_drift_keeps_participation_near_its_mean(allow_empty):
+    """The linear drift schedules everyone whenever the queue is empty and then nobody (or, without empty rounds,
+    single vehicles) while it drains; the exact one meets the same budget with about as many, steadily."""
     tau_bar = 0.02  # about a quarter of the vehicles on average
-    _, _, linear = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar), rounds=500)
-    delays, _, exact = long_run(LyapunovConfig(name="lyapunov", tau_bar_s=tau_bar, drift="exact"), rounds=500)
+    configs = {"name": "lyapunov", "tau_bar_s": tau_bar, "allow_empty_round": allow_empty}
+    _, _, linear = long_run(LyapunovConfig(**configs), rounds=500)
+    delays, _, exact = long_run(LyapunovConfig(**configs, drift="exact"), rounds=500)
     assert abs(delays.mean() - tau_bar) <= 0.05 * tau_bar
-    assert (linear == 1).mean() > 0.05 and (exact == 1).mean() == 0
+    drained = 0 if allow_empty else 1
+    assert (linear == drained).mean() > 0.05 and (exact <= 1).mean() < 0.01
     assert exact.std() < 0.5 * linear.std()
     assert exact.mean() > 0.95 * linear.mean()

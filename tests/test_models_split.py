@@ -11,7 +11,7 @@ from models.backbone import load_backbone
 from models.data import trim_padding
 from models.evaluate import evaluate
 from models.lora import trainable_state
-from models.split import SplitTrainer, split_payload_bits
+from models.split import SplitTrainer
 
 # Unequal shards, one smaller than the batch size, so clients bring batches of different sizes.
 SHARDS = [np.arange(0, 20), np.arange(20, 25), np.arange(25, 45), np.arange(45, 64)]
@@ -56,16 +56,15 @@ def _literal_round(model, data, lora, heads, batches, server_lr, head_lr):
     return new_lora, new_heads, float(np.mean(losses))
 
 
-def test_payload_bits_by_hand():
-    payload = split_payload_bits(16, 64, 384)
-    tensor = 16 * 64 * 384 * 32  # b × ℓ × d float32 values
-    assert (payload.embeddings_up, payload.features_down, payload.gradients_up) == (tensor, tensor, tensor)
-    assert payload.uplink == 2 * tensor == 25_165_824 and payload.downlink == tensor == 12_582_912
-    assert split_payload_bits(16, 64, 384, bits_per_value=16).uplink == tensor
+def test_exchange_sizes_by_hand():
+    """b·ℓ tokens of width d each way; the gradient information is one r-vector per token and adapted layer."""
     trainer, model, data = _trainer()
-    assert trainer.payload == split_payload_bits(8, data.input_ids.shape[1], model.config.hidden_size)
-    with pytest.raises(ValueError, match="seq_len"):
-        split_payload_bits(16, 0, 384)
+    exchange = trainer.exchange
+    layers, targets = model.config.num_hidden_layers, 2  # _trainer adapts query and value
+    assert exchange.tokens == 8 * data.input_ids.shape[1] and exchange.hidden_size == model.config.hidden_size
+    assert (exchange.rank, exchange.adapted_modules) == (4, layers * targets)
+    assert exchange.embedding_values == exchange.tokens * exchange.hidden_size
+    assert exchange.gradient_values_per_rank == exchange.tokens * layers * targets
 
 
 def test_batched_round_equals_literal_per_client_protocol():

@@ -7,12 +7,13 @@ import pytest
 import simpy
 from scipy.optimize import brentq
 
+from cosim.bandwidth import equal_finish_split, snr_bandwidth_hz
 from cosim.radio import (
     NR_MAX_SPECTRAL_EFFICIENCY,
+    RateModel,
     bandwidth_for_rate_hz,
     downlink_rate_bps,
     fdma_delay_s,
-    min_max_delay_bandwidth,
     shannon_rate_bps,
     snr,
     transfer,
@@ -75,31 +76,31 @@ def scipy_min_max_delay(bits, power, gain, noise_psd, total, gap_db=0.0, cap=mat
 
 
 @pytest.mark.parametrize(("seed", "gap_db", "cap"), [(1, 0.0, math.inf), (2, 0.0, math.inf), (3, 0.0, math.inf),
-                                                      (4, 2.0, 6.0), (5, 0.0, NR_MAX_SPECTRAL_EFFICIENCY)])
-def test_min_max_delay_matches_scipy(seed, gap_db, cap):
+                                                      (4, 2.0, 6.0), (5, 0.0, NR_MAX_SPECTRAL_EFFICIENCY),
+                                                      (6, 3.0, 0.5)])
+def test_equal_finish_split_with_gap_and_cap_matches_scipy(seed, gap_db, cap):
+    """The schedulers' bandwidth solver, fed the rate model's a = p·g/(Γ·N0) and cap, against a generic root finder."""
     rng = np.random.default_rng(seed)
     k = int(rng.integers(2, 12))
     bits = rng.uniform(1e5, 5e6, k)
     power, gain = rng.uniform(0.05, 0.5, k), 10 ** rng.uniform(-13, -8, k)
     total = float(rng.uniform(1e6, 40e6))
-    bandwidth, delay = min_max_delay_bandwidth(bits, power, gain, N0, total, gap_db, cap)
+    rate = RateModel(N0, gap_db, cap)
+    (delay,), bandwidth = equal_finish_split(bits, rate.snr_bandwidth_hz(power, gain), np.zeros(k, dtype=int),
+                                             np.array([total]), cap)
     ref_bandwidth, ref_delay = scipy_min_max_delay(bits, power, gain, N0, total, gap_db, cap)
     assert delay == pytest.approx(ref_delay, rel=1e-9)
     np.testing.assert_allclose(bandwidth, ref_bandwidth, rtol=1e-9)
     assert bandwidth.sum() == pytest.approx(total, rel=1e-12)
+    np.testing.assert_allclose(rate.delay_s(bits, bandwidth, power, gain), delay, rtol=1e-9)
     np.testing.assert_allclose(fdma_delay_s(bits, bandwidth, power, gain, N0, gap_db, cap), delay, rtol=1e-9)
 
 
-def test_min_max_delay_beats_equal_share_and_skips_idle_devices():
-    bits = np.array([1e6, 0.0, 4e6])
-    power, gain = np.array([0.2, 0.2, 0.2]), np.array([1e-10, 1e-12, 1e-11])
-    bandwidth, delay = min_max_delay_bandwidth(bits, power, gain, N0, 10e6)
-    assert bandwidth[1] == 0.0
-    equal = fdma_delay_s(bits, np.array([5e6, 0.0, 5e6]), power, gain, N0)
-    assert delay < equal.max()
-    assert min_max_delay_bandwidth(np.zeros(2), 0.2, 1e-10, N0, 1e6)[1] == 0.0
-    with pytest.raises(ValueError, match="positive power and gain"):
-        min_max_delay_bandwidth(np.array([1e6]), 0.2, 0.0, N0, 1e6)
+def test_equal_finish_split_beats_equal_share():
+    bits = np.array([1e6, 4e6])
+    power, gain = np.array([0.2, 0.2]), np.array([1e-10, 1e-11])
+    (delay,), _ = equal_finish_split(bits, snr_bandwidth_hz(power, gain, N0), np.zeros(2, dtype=int), np.array([10e6]))
+    assert delay < fdma_delay_s(bits, np.array([5e6, 5e6]), power, gain, N0).max()
 
 
 def test_fdma_delay_for_a_given_allocation():

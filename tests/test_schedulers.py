@@ -1,5 +1,7 @@
 import numpy as np
 
+from cosim.payload import Payload
+from cosim.radio import RateModel
 from cosim.schedulers import Observation, make_scheduler, scheduler_names
 from cosim.schedulers.base import equal_share
 from cosim.schedulers.simple import AllInConfig, RandomConfig
@@ -11,9 +13,8 @@ def observation(n=12, rsus=3):
         round_index=0, time_s=0.0, vehicles=np.array([f"v{i}" for i in range(n)]), rsu=np.arange(n) % rsus,
         distance_m=rng.uniform(10, 200, n), gain=rng.uniform(1e-12, 1e-9, n), speed_mps=np.full(n, 10.0),
         dwell_s=np.full(n, 30.0), battery_j=np.full(n, 100.0), tx_power_w=np.full(n, 0.2),
-        compute_time_s=np.full(n, 1.0),
-        rsu_bandwidth_hz=np.array([10e6, 20e6, 5e6]), noise_psd_w_per_hz=4e-21, upload_bits=1_000_000,
-        download_bits=1_000_000, payload_bits=1_000_000, deadline_s=5.0)
+        compute_time_s=np.full(n, 1.0), rsu_bandwidth_hz=np.array([10e6, 20e6, 5e6]), rate=RateModel(4e-21),
+        payload=Payload.fixed(1_000_000, 1_000_000), deadline_s=5.0)
 
 
 def test_registry_names():

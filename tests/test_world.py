@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import simpy
 
-from cosim.federation import FlatFederation, Phase
+from cosim.federation import FlatFederation, Task
+from cosim.payload import Payload
 from cosim.rng import stream
 from cosim.scenario import parse_scenario
 from cosim.schedulers import make_scheduler
@@ -35,21 +36,21 @@ class StraightRoad:
         pass
 
 
-class CountingTask:
+class CountingTask(Task):
     """Stands in for the learning side: records which clients' updates arrived."""
 
-    def __init__(self, upload_bits=2_000_000):
-        self.upload_bits = self.payload_bits = upload_bits
-        self.cfg = parse_scenario({}).learning
-        self.trained = []
+    round_shape = ("down", "compute", "up")
+    compute_samples = 32
 
-    def phases(self):
-        return [Phase("down", bits=self.upload_bits), Phase("compute", samples=32), Phase("up", bits=self.upload_bits)]
+    def __init__(self, upload_bits=2_000_000):
+        super().__init__(parse_scenario({}).learning, majority_rate=0.5)
+        self.payload = Payload.fixed(upload_bits, download_bits=upload_bits)
+        self.trained = []
 
     def client_of(self, slot):
         return slot
 
-    def train(self, clients, round_index):
+    def train(self, clients, round_index, ranks):
         self.trained.append(list(clients))
         return 0.0
 

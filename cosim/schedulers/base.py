@@ -9,6 +9,9 @@ from typing import Annotated, Any, Protocol, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cosim.payload import Payload
+from cosim.radio import RateModel
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -26,10 +29,8 @@ class Observation:
     tx_power_w: np.ndarray  # (n,)
     compute_time_s: np.ndarray  # (n,) local training time from the device profile
     rsu_bandwidth_hz: np.ndarray  # (m,) uplink bandwidth of each RSU
-    noise_psd_w_per_hz: float
-    upload_bits: int  # per participant and round, vehicle -> RSU
-    download_bits: int  # per participant and round, RSU -> vehicle
-    payload_bits: int  # L_k of seed 001's delay model τ = max L_k/R_k, charged to the scheduled share (see the task)
+    rate: RateModel  # the rate every transfer will run at: plan with it
+    payload: Payload  # bits per participant as functions of (rank, density); scheduled_bits is the L_k to plan for
     deadline_s: float
 
     @property
@@ -39,14 +40,29 @@ class Observation:
 
 @dataclass(frozen=True)
 class Plan:
-    """The round's decision: which candidates (observation indices) and each one's uplink bandwidth."""
+    """The round's decision: which candidates (observation indices), each one's uplink bandwidth, and optionally
+    each one's LoRA rank and upload density (None: the task's default for everyone)."""
 
     participants: np.ndarray  # (k,) int indices into Observation arrays
     bandwidth_hz: np.ndarray  # (k,) FDMA share of the serving RSU's band
+    rank: np.ndarray | None = None  # (k,) int, from Observation.payload.ranks
+    density: np.ndarray | None = None  # (k,) float in (0, 1]: the fraction of rank components uploaded
 
     def __post_init__(self) -> None:
-        if self.participants.shape != self.bandwidth_hz.shape:
-            raise ValueError("Plan: participants and bandwidth_hz must have the same length")
+        for name in ("bandwidth_hz", "rank", "density"):
+            column = getattr(self, name)
+            if column is not None and np.shape(column) != self.participants.shape:
+                raise ValueError(f"Plan: {name} must have one entry per participant ({len(self.participants)}), "
+                                 f"got shape {np.shape(column)}")
+
+    def scheduled_bits(self, payload: Payload) -> np.ndarray:
+        """Each participant's L_k under this plan: what its share must carry at its uplink rate."""
+        return np.broadcast_to(payload.scheduled_bits(self.rank, self.density), self.participants.shape)
+
+    def planned_air_time_s(self, obs: Observation) -> np.ndarray:
+        """Each participant's time on the air at the observed channel: L_k / R_k(B_k)."""
+        i = self.participants
+        return obs.rate.delay_s(self.scheduled_bits(obs.payload), self.bandwidth_hz, obs.tx_power_w[i], obs.gain[i])
 
 
 @dataclass(frozen=True)
@@ -55,10 +71,11 @@ class RoundFeedback:
 
     round_index: int
     delay_s: float  # the round's duration: first download to last upload, computation included
-    air_time_s: float  # the slowest participant's time on the air (its transfers only): the seeds' τ(t)
+    air_time_s: float  # max of participant_air_time_s: the seeds' τ(t), what a delay-budget queue is charged
     arrived: np.ndarray  # (k,) bool, aligned with Plan.participants
     energy_j: np.ndarray  # (k,)
     accuracy: float | None
+    participant_air_time_s: np.ndarray  # (k,) realised time of each one's scheduled transfers (see cosim.payload)
 
 
 class Scheduler(Protocol):

@@ -1,10 +1,12 @@
 """Seed 001: Lyapunov online scheduling with optimal FDMA bandwidth, and its AABA and GS baselines.
 
 Per round the Lyapunov scheduler minimises the drift-plus-penalty  Q·τ − V(t)·w(t)·|S|  over sets S, where τ is the
-set's planned transmission delay max_k L/R_k (L = obs.payload_bits, the task's L_k) and Q the virtual queue of the
-average-delay budget τ̄. Forms used here: V(t) = v0·τ̄²/sqrt(t+1) (decreasing; the τ̄² makes v0 dimensionless) and
+set's planned transmission delay max_k L/R_k and Q the virtual queue of the average-delay budget τ̄. L (the task's
+L_k, Observation.payload.scheduled_bits) and R_k (Observation.rate: SNR gap and spectral-efficiency cap included) are
+the ones the round's transfers use, so on a static channel the planned τ is the realised one (the contract is stated
+in cosim.payload). Forms used here: V(t) = v0·τ̄²/sqrt(t+1) (decreasing; the τ̄² makes v0 dimensionless) and
 w(t) = 1 + t/weight_horizon_rounds (increasing: later rounds weigh more in Theorem 1's bound). Q grows in `observe`
-by the REALISED time on the air of the round's slowest participant (RoundFeedback.air_time_s), which the server
+by the REALISED scheduled air time of the round's slowest participant (RoundFeedback.air_time_s), which the server
 measures: under mobility the rate changes within a round (fading, distance) and the plan picks vehicles at their
 fading peaks, so planned delays underestimate, and only the realised delay keeps the long-term average at τ̄. Not
 the whole round duration: it also holds local computation, which the scheduler neither models nor controls
@@ -16,7 +18,9 @@ the set is grown one vehicle at a time, always from the RSU whose next rung is l
 most vehicles possible for its delay, so the minimum of the objective along the path is the minimum over all subsets.
 The whole path is scanned: stopping at the first increase (the paper's termination rule) is not exact, because τ(n)
 can be concave in n (near-identical channels at high SNR), and then the objective has more than one local minimum.
-A round always schedules at least its best vehicle: an empty round only idles the co-simulation.
+The restated algorithm starts from S = ∅ and keeps it unless a set does strictly better (allow_empty_round, the
+default): an empty round trains nothing, spends no air time, and lets the queue drain by τ̄. With
+allow_empty_round = false a round always schedules at least its best vehicle.
 
 The drift term. With Q' = max(Q + τ − τ̄, 0) the one-step drift ½Q'² − ½Q² is at most Q·(τ − τ̄) + ½(τ − τ̄)². The
 restated algorithm (drift = "linear", the default) bounds the second term by a constant and minimises
@@ -41,24 +45,25 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from cosim.bandwidth import LN2, equal_finish_split, required_bandwidth_hz, snr_bandwidth_hz
+from cosim.bandwidth import LN2, equal_finish_split
 from cosim.schedulers.base import Observation, Plan, RoundFeedback, SchedulerConfig, equal_share, register
 
 Drift = Literal["linear", "exact"]
-# Delays of one RSU's best-first prefixes: (upload bits, a sorted descending, the RSU's band) -> τ(1..n).
-PrefixDelays = Callable[[float, np.ndarray, float], np.ndarray]
+# Delays of one RSU's best-first prefixes: (bits, a sorted descending, the RSU's band, spectral-efficiency cap)
+# -> τ(1..n).
+PrefixDelays = Callable[[float, np.ndarray, float, float], np.ndarray]
 
 
-def optimal_prefix_delays(bits: float, a_sorted: np.ndarray, band_hz: float) -> np.ndarray:
+def optimal_prefix_delays(bits: float, a_sorted: np.ndarray, band_hz: float, cap: float = math.inf) -> np.ndarray:
     """τ(n) with the band split so that the n best finish together (P2), every prefix solved in one batch."""
     rows, cols = np.tril_indices(len(a_sorted))
-    return equal_finish_split(bits, a_sorted[cols], rows, np.full(len(a_sorted), band_hz))[0]
+    return equal_finish_split(bits, a_sorted[cols], rows, np.full(len(a_sorted), band_hz), cap)[0]
 
 
-def equal_prefix_delays(bits: float, a_sorted: np.ndarray, band_hz: float) -> np.ndarray:
+def equal_prefix_delays(bits: float, a_sorted: np.ndarray, band_hz: float, cap: float = math.inf) -> np.ndarray:
     """τ(n) with the band split equally (AABA): the n-th best, slowest of the prefix, sets the delay."""
     share = band_hz / np.arange(1, len(a_sorted) + 1)
-    return bits * LN2 / (share * np.log1p(a_sorted / share))
+    return bits / (share * np.minimum(np.log1p(a_sorted / share) / LN2, cap))
 
 
 def _run_start(sorted_keys: np.ndarray) -> np.ndarray:
@@ -85,10 +90,12 @@ class DriftPlusPenalty:
 
 
 def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray,
-                  objective: DriftPlusPenalty, prefix_delays: PrefixDelays) -> tuple[np.ndarray, float]:
-    """Minimise objective(τ(S), |S|) over non-empty S (see the module doc); candidates with a ≤ 0 are skipped.
+                  objective: DriftPlusPenalty, prefix_delays: PrefixDelays, cap: float = math.inf,
+                  allow_empty: bool = True) -> tuple[np.ndarray, float]:
+    """Minimise objective(τ(S), |S|) over S (see the module doc); candidates with a ≤ 0 are skipped. The empty set
+    is kept unless a non-empty one is strictly better, or never when allow_empty is False.
 
-    Returns (chosen indices into a_hz, ascending; the chosen set's delay) — empty and 0 if nobody can upload.
+    Returns (chosen indices into a_hz, ascending; the chosen set's delay) — empty and 0 if nobody is scheduled.
     """
     usable = np.flatnonzero(np.isfinite(a_hz) & (a_hz > 0) & (rsu_bandwidth_hz[rsu] > 0))
     if len(usable) == 0:
@@ -96,10 +103,13 @@ def set_expansion(bits: float, a_hz: np.ndarray, rsu: np.ndarray, rsu_bandwidth_
     order = usable[np.lexsort((-a_hz[usable], rsu[usable]))]  # by RSU, best first within each
     rank = np.arange(len(order)) - _run_start(rsu[order])
     delay = np.concatenate([  # rungs rise in theory; the running max keeps solver noise from breaking that
-        np.maximum.accumulate(prefix_delays(bits, a_hz[ladder], float(rsu_bandwidth_hz[rsu[ladder[0]]])))
+        np.maximum.accumulate(prefix_delays(bits, a_hz[ladder], float(rsu_bandwidth_hz[rsu[ladder[0]]]), cap))
         for ladder in np.split(order, np.flatnonzero(rank == 0)[1:])])
     path = np.lexsort((rank, delay))  # the lowest next rung first, so each ladder is climbed in order
-    best = int(np.argmin(objective(delay[path], np.arange(1, len(path) + 1))))
+    values = objective(delay[path], np.arange(1, len(path) + 1))
+    best = int(np.argmin(values))
+    if allow_empty and not values[best] < objective(0.0, 0):
+        return np.zeros(0, dtype=np.int64), 0.0
     return np.sort(order[path[: best + 1]]), float(delay[path[best]])
 
 
@@ -111,6 +121,7 @@ class _DriftPlusPenaltyConfig(_DelayBudgetConfig):
     v0: float = Field(1.0, gt=0)  # V(t) = v0·τ̄²/sqrt(t+1): the worth of one more participant, in units of τ̄²
     weight_horizon_rounds: float = Field(100.0, gt=0)  # w(t) = 1 + t/weight_horizon_rounds
     drift: Drift = "linear"  # Q·τ (the restated bound) or the exact ½max(Q + τ − τ̄, 0)² − ½Q² (see the module doc)
+    allow_empty_round: bool = True  # the restated S = ∅ when no set lowers the objective; false: the best vehicle
 
 
 class LyapunovConfig(_DriftPlusPenaltyConfig):
@@ -142,15 +153,17 @@ class _DriftPlusPenalty(ABC):
         return c.v0 * c.tau_bar_s**2 / math.sqrt(round_index + 1) * (1.0 + round_index / c.weight_horizon_rounds)
 
     def plan(self, obs: Observation) -> Plan:
-        a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
+        a = obs.rate.snr_bandwidth_hz(obs.tx_power_w, obs.gain)
+        bits = float(obs.payload.scheduled_bits())
         c = self.config
         objective = DriftPlusPenalty(self.queue_s, self.reward_s2(obs.round_index), c.tau_bar_s, c.drift)
-        chosen, self.planned_delay_s = set_expansion(obs.payload_bits, a, obs.rsu, obs.rsu_bandwidth_hz, objective,
-                                                     self.prefix_delays)
-        return Plan(chosen, self.bandwidth_hz(obs, a, chosen))
+        chosen, self.planned_delay_s = set_expansion(bits, a, obs.rsu, obs.rsu_bandwidth_hz, objective,
+                                                     self.prefix_delays, obs.rate.max_spectral_efficiency,
+                                                     c.allow_empty_round)
+        return Plan(chosen, self.bandwidth_hz(obs, bits, a, chosen))
 
     @abstractmethod
-    def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    def bandwidth_hz(self, obs: Observation, bits: float, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
         """The chosen vehicles' FDMA shares."""
 
     def observe(self, feedback: RoundFeedback) -> None:
@@ -163,8 +176,9 @@ class Lyapunov(_DriftPlusPenalty):
 
     prefix_delays = staticmethod(optimal_prefix_delays)
 
-    def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        return equal_finish_split(obs.payload_bits, a[chosen], obs.rsu[chosen], obs.rsu_bandwidth_hz)[1]
+    def bandwidth_hz(self, obs: Observation, bits: float, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        return equal_finish_split(bits, a[chosen], obs.rsu[chosen], obs.rsu_bandwidth_hz,
+                                  obs.rate.max_spectral_efficiency)[1]
 
 
 @register(AabaConfig)
@@ -173,7 +187,7 @@ class Aaba(_DriftPlusPenalty):
 
     prefix_delays = staticmethod(equal_prefix_delays)
 
-    def bandwidth_hz(self, obs: Observation, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    def bandwidth_hz(self, obs: Observation, bits: float, a: np.ndarray, chosen: np.ndarray) -> np.ndarray:
         return equal_share(obs.rsu[chosen], obs.rsu_bandwidth_hz)
 
 
@@ -188,8 +202,8 @@ class Greedy:
         self.tau_bar_s = config.tau_bar_s
 
     def plan(self, obs: Observation) -> Plan:
-        a = snr_bandwidth_hz(obs.tx_power_w, obs.gain, obs.noise_psd_w_per_hz)
-        need = required_bandwidth_hz(obs.payload_bits / self.tau_bar_s, a)  # +inf where τ̄ is out of reach
+        rate = float(obs.payload.scheduled_bits()) / self.tau_bar_s
+        need = obs.rate.bandwidth_for_rate_hz(rate, obs.tx_power_w, obs.gain)  # +inf where τ̄ is out of reach
         reachable = np.flatnonzero(np.isfinite(need))
         order = reachable[np.lexsort((need[reachable], obs.rsu[reachable]))]
         used = np.cumsum(need[order])

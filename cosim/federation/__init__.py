@@ -1,0 +1,9 @@
+"""Federated rounds on the SimPy clock: the task contract (`task`), the learning tasks (`learning`), one vehicle's
+round (`participant`) and the round orchestration (`flat`)."""
+
+from cosim.federation.flat import FlatFederation, RoundSummary
+from cosim.federation.learning import FederatedTask, LearningSetup, SplitTask, make_task
+from cosim.federation.task import Phase, Task
+
+__all__ = ["FederatedTask", "FlatFederation", "LearningSetup", "Phase", "RoundSummary", "SplitTask", "Task",
+           "make_task"]

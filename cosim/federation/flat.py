@@ -1,0 +1,99 @@
+"""Federated rounds on the SimPy clock, vehicles → serving RSU → server: observe, plan, run every participant's
+phases against the round deadline, and let the server learn from exactly the participants whose phases all
+completed."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from cosim.federation.participant import Participant
+from cosim.federation.task import Task
+from cosim.scenario import Scenario
+from cosim.schedulers import Observation, RoundFeedback, Scheduler
+from cosim.trace import TraceWriter
+from cosim.world import World
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    round_index: int
+    time_s: float
+    participants: int
+    arrivals: int
+    accuracy: float | None
+
+
+class FlatFederation:
+    """Vehicles → serving RSU → server (RSUs reach the server over an ideal backhaul)."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario, world: World, task: Task,
+                 scheduler: Scheduler, trace: TraceWriter, on_round: Callable[[RoundSummary], None]) -> None:
+        self.env = env
+        self.sim = scenario.simulation
+        self.device = world.device
+        self.world = world
+        self.task = task
+        self.scheduler = scheduler
+        self.trace = trace
+        self.on_round = on_round
+        self.participant = Participant(env, world, task, scenario.rsu)
+        # What a plan covers depends on the radio: the downlink counts when it runs at the vehicle's rate.
+        self.payload = dataclasses.replace(task.payload, reciprocal_downlink=scenario.rsu.downlink == "reciprocal")
+        self.compute_time_s = float(self.device.compute_time_s(task.compute_samples))
+
+    def run(self) -> Generator[simpy.Event, object, None]:
+        yield self.world.next_tick()  # the first mobility refresh: until then nobody is associated
+        for round_index in range(self.sim.rounds):
+            yield from self.round(round_index)
+
+    def observe(self, round_index: int) -> tuple[Observation, np.ndarray]:
+        w = self.world
+        rows = np.flatnonzero(w.can_transmit())
+        n = len(rows)
+        obs = Observation(
+            round_index=round_index, time_s=self.env.now, vehicles=w.ids[rows], rsu=w.serving[rows],
+            distance_m=w.distance_m[rows], gain=w.gain[rows], speed_mps=w.snapshot.speed_mps[rows],
+            dwell_s=w.dwell_s[rows], battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
+            compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz, rate=w.rate,
+            payload=self.payload, deadline_s=self.sim.round_deadline_s,
+        )
+        return obs, w.slot[rows]
+
+    def round(self, round_index: int) -> Generator[simpy.Event, object, None]:
+        start = self.env.now
+        self.world.begin_round()
+        obs, slots = self.observe(round_index)
+        plan = self.scheduler.plan(obs)
+        deadline_at = start + self.sim.round_deadline_s
+        processes = [self.env.process(self.participant.run(obs, plan, j, int(slots[i]), deadline_at))
+                     for j, i in enumerate(plan.participants)]
+        if processes:
+            yield self.env.all_of(processes)
+        else:
+            yield self.env.timeout(self.world.tick_s)  # nobody scheduled: wait for the traffic to change
+        records = [process.value for process in processes]
+        end = self.env.now  # the last participant's upload arrived or failed (at the latest at the deadline)
+        arrived = np.array([r["outcome"] == "arrived" for r in records], dtype=bool)
+        done = [r for r in records if r["outcome"] == "arrived"]
+        train_loss = self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done])
+        evaluate_now = (round_index + 1) % self.task.cfg.eval_every == 0 or round_index + 1 == self.sim.rounds
+        accuracy, loss = self.task.evaluate() if evaluate_now else (float("nan"), float("nan"))
+        energy = np.array([r["energy_j"] for r in records])
+        air_time = np.array([r["scheduled_air_time_s"] for r in records])
+        self.scheduler.observe(RoundFeedback(round_index, end - start, float(air_time.max(initial=0.0)), arrived,
+                                             energy, accuracy if evaluate_now else None, air_time))
+        self.trace.add("participants", records)
+        self.trace.add("rounds", [{
+            "round": round_index, "start_s": start, "end_s": end, "duration_s": end - start,
+            "candidates": obs.count, "participants": len(records), "arrivals": int(arrived.sum()),
+            "drops": int((~arrived).sum()), "upload_bytes": sum(r["upload_bits"] for r in done) // 8,
+            "download_bytes": sum(r["download_bits"] for r in records) // 8, "energy_j": float(energy.sum()),
+            "train_loss": train_loss, "accuracy": accuracy, "loss": loss,
+        }])
+        self.on_round(RoundSummary(round_index, end, len(records), int(arrived.sum()),
+                                   accuracy if evaluate_now else None))

@@ -1,0 +1,143 @@
+"""The two learning tasks a round can drive: flat federated LoRA (download the adapter, train locally, upload it)
+and split federated LoRA (seed 001: upload embeddings, receive encoder features, step the head, upload the gradient
+information), and the data set-up they share."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosim.federation.task import Task
+from cosim.payload import WIRE_BITS, Leg, Payload
+from cosim.scenario import LearningConfig, ScenarioError
+from models.aggregate import fedavg, hetlora
+from models.backbone import SplitClassifier, load_backbone
+from models.data import EncodedData, encode, load_dataset, partition_dirichlet, partition_iid, subset
+from models.device import compute_dtype, store_frozen
+from models.evaluate import evaluate
+from models.lora import RankProfile, add_lora, rank_profile, trainable_state
+from models.split import SplitExchange, SplitTrainer
+from models.trainer import LocalTrainer
+
+
+@dataclass(frozen=True)
+class LearningSetup:
+    """What both modes start from: the LoRA model, the training data cut into client shards, held-out data."""
+
+    model: SplitClassifier
+    train: EncodedData
+    shards: list[np.ndarray]
+    eval_data: EncodedData
+    majority_rate: float
+
+    @classmethod
+    def load(cls, cfg: LearningConfig, seed: int) -> LearningSetup:
+        model, tokenizer = load_backbone(cfg.model, num_labels=2, seed=seed)
+        model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         target_modules=cfg.lora_targets)
+        store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
+        rng = np.random.default_rng(seed)
+        train = load_dataset(cfg.dataset, "train")
+        wanted = cfg.clients * cfg.samples_per_client
+        if wanted > len(train.labels):
+            raise ScenarioError("scenario", [f"learning.clients × learning.samples_per_client = {wanted} exceeds the "
+                                             f"{len(train.labels)} training samples of {cfg.dataset}; lower either"])
+        train = subset(train, rng.permutation(len(train.labels))[:wanted])
+        if cfg.partition == "iid":
+            shards = partition_iid(wanted, cfg.clients, rng)
+        else:
+            shards = partition_dirichlet(train.labels, cfg.clients, cfg.dirichlet_alpha, rng)
+        held_out = load_dataset(cfg.dataset, "dev")
+        held_out = subset(held_out, np.arange(min(cfg.eval_samples, len(held_out.labels))))
+        return cls(model, encode(train, tokenizer, cfg.max_length), list(shards),
+                   encode(held_out, tokenizer, cfg.max_length),
+                   float(np.bincount(held_out.labels).max() / len(held_out.labels)))
+
+
+def adapter_payload(profile: RankProfile, bits_per_value: int, reciprocal_downlink: bool = False) -> Payload:
+    """Flat federated LoRA: the adapter and head down, the same up; a client may train any rank up to the global one
+    (it gets the leading components, as in HetLoRA)."""
+    adapter = Leg("down", profile.fixed_values, profile.per_rank_values)
+    return Payload((adapter, dataclasses.replace(adapter, kind="up")), default_rank=profile.rank,
+                   ranks=tuple(range(1, profile.rank + 1)), adapted_modules=profile.adapted_modules,
+                   bits_per_value=bits_per_value, reciprocal_downlink=reciprocal_downlink)
+
+
+def split_payload(exchange: SplitExchange, bits_per_value: int, reciprocal_downlink: bool = False) -> Payload:
+    """Split federated LoRA: embeddings up, features down, gradient information (per rank component) up."""
+    x = exchange
+    legs = (Leg("up", x.embedding_values), Leg("down", x.embedding_values), Leg("up", 0, x.gradient_values_per_rank))
+    return Payload(legs, default_rank=x.rank, ranks=(x.rank,), adapted_modules=x.adapted_modules,
+                   bits_per_value=bits_per_value, reciprocal_downlink=reciprocal_downlink)
+
+
+class FederatedTask(Task):
+    """Flat federated LoRA: every participant downloads the global adapter and head (truncated to its planned rank),
+    trains them locally and uploads them; the server averages what arrived (FedAvg, or HetLoRA's zero-padded average
+    when ranks differ)."""
+
+    round_shape = ("down", "compute", "up")
+
+    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> None:
+        setup = LearningSetup.load(cfg, seed)
+        super().__init__(cfg, setup.majority_rate)
+        self.eval_data = setup.eval_data
+        self.model = setup.model
+        self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=cfg.lr,
+                                    optimizer=cfg.optimizer, seed=seed, precision=cfg.precision)
+        self.global_state = trainable_state(setup.model)
+        self.payload = adapter_payload(rank_profile(self.global_state), WIRE_BITS[cfg.wire_dtype],
+                                       reciprocal_downlink)
+        self.compute_samples = cfg.local_steps * cfg.batch_size
+
+    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
+        """Local training of the clients whose uploads arrived, then the average; returns their mean training loss."""
+        if not clients:
+            return float("nan")
+        top = self.payload.default_rank
+        heterogeneous = any(rank != top for rank in ranks)
+        updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index,
+                                     ranks=ranks if heterogeneous else None)
+        self.global_state = hetlora(updates, top) if heterogeneous else fedavg(updates)
+        return float(np.mean([update.loss for update in updates]))
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.model, self.global_state, self.eval_data, dtype=self.trainer.dtype)
+
+
+class SplitTask(Task):
+    """Split federated LoRA (seed 001): embedding and head on the vehicle, LoRA encoder on the server.
+
+    A participant's round: upload its embedded mini-batch, receive the encoder features, run its head forward and
+    backward (the vehicle's only computation: one mini-batch), upload the gradient information. The payload is the
+    paper's L_k = embeddings + features + gradient information (models.split.SplitExchange); which of it a plan
+    carries at the vehicle's rate follows rsu.downlink (see cosim.payload)."""
+
+    round_shape = ("up", "down", "compute", "up")
+
+    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> None:
+        setup = LearningSetup.load(cfg, seed)
+        super().__init__(cfg, setup.majority_rate)
+        self.eval_data = setup.eval_data
+        self.trainer = SplitTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
+                                    server_lr=cfg.server_lr, head_lr=cfg.head_lr, seed=seed,
+                                    server_optimizer=cfg.server_optimizer, precision=cfg.precision)
+        self.payload = split_payload(self.trainer.exchange, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink)
+        self.compute_samples = cfg.batch_size
+
+    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
+        """One split step over the clients whose exchanges all completed (the server's one rank: `ranks` is the
+        payload's default for all). Vehicles that share a shard draw the same batch in a round (it is seeded by
+        shard and round), so that batch counts once."""
+        del ranks
+        return self.trainer.round(list(dict.fromkeys(clients)), round_index)
+
+    def evaluate(self) -> tuple[float, float]:
+        return self.trainer.evaluate(self.eval_data)
+
+
+def make_task(cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> FederatedTask | SplitTask:
+    """The scenario's learning task, by `learning.mode`; `reciprocal_downlink` is rsu.downlink == "reciprocal"."""
+    return (SplitTask if cfg.mode == "split" else FederatedTask)(cfg, seed, reciprocal_downlink)

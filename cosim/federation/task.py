@@ -1,0 +1,78 @@
+"""The contract between the round process and a learning task: the steps of one participant's round (transfers
+whose bits the task's Payload counts, and local computation), and what the server does with what arrived."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from cosim.payload import FloatArrayLike, IntArrayLike, Payload
+from cosim.scenario import LearningConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a participant's round: a transfer of `bits` ("down" or "up") or `samples`' worth of local
+    computation on the vehicle ("compute")."""
+
+    kind: Literal["down", "compute", "up"]
+    bits: int = 0
+    samples: float = 0.0
+
+
+class Task(ABC):
+    """A learning task as the round process drives it. Subclasses set `payload` (the legs of a round, in order),
+    `round_shape` (those legs' kinds with "compute" where the vehicle computes) and `compute_samples`."""
+
+    payload: Payload
+    round_shape: tuple[Literal["down", "compute", "up"], ...]
+    compute_samples: float
+
+    def __init__(self, cfg: LearningConfig, majority_rate: float) -> None:
+        self.cfg = cfg
+        self.majority_rate = majority_rate
+
+    def phases(self, rank: IntArrayLike = None, density: FloatArrayLike = None) -> list[Phase]:
+        """One participant's round, in order, at its planned rank and density: bits from the payload, so the
+        transfers carry exactly what the scheduler planned for."""
+        legs = iter(zip(self.payload.legs, self.payload.leg_bits(rank, density), strict=True))
+        phases = []
+        for kind in self.round_shape:
+            if kind == "compute":
+                phases.append(Phase("compute", samples=self.compute_samples))
+                continue
+            leg, bits = next(legs)
+            if leg.kind != kind:
+                raise ValueError(f"round_shape {self.round_shape} does not follow the payload's legs")
+            phases.append(Phase(kind, bits=int(bits)))
+        return phases
+
+    @abstractmethod
+    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
+        """Learn from the clients whose phases all completed (each at its planned rank); their mean training loss
+        (NaN if none)."""
+
+    @abstractmethod
+    def evaluate(self) -> tuple[float, float]:
+        """(accuracy, loss) of the current global model on the held-out data."""
+
+    @property
+    def upload_bits(self) -> int:
+        """At the default rank and density (the manifest's summary; per-participant bits are in the traces)."""
+        return int(self.payload.upload_bits())
+
+    @property
+    def download_bits(self) -> int:
+        return int(self.payload.download_bits())
+
+    @property
+    def payload_bits(self) -> int:
+        """L_k at the default rank and density: what a plan charges to a vehicle's share (see cosim.payload)."""
+        return int(self.payload.scheduled_bits())
+
+    def client_of(self, slot: np.ndarray) -> np.ndarray:
+        """Vehicle slot -> data shard: vehicles beyond `clients` reuse shards in turn."""
+        return slot % self.cfg.clients
