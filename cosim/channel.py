@@ -125,7 +125,8 @@ def v2v_pathloss_db(distance_3d_m: np.ndarray, carrier_hz: float, environment: L
 
 
 def v2v_urban_nlos_pathloss_db(distance_3d_m: np.ndarray, carrier_hz: float) -> np.ndarray:
-    """TR 37.885 urban NLOS (link blocked by buildings, decided from street geometry, not drawn)."""
+    """TR 37.885 urban NLOS: the link is blocked by buildings (see v2v_urban_clear_probability for how that state
+    is drawn)."""
     d = np.maximum(np.asarray(distance_3d_m, dtype=float), 1.0)
     # TR 37.885 Table 6.2.1-1, urban NLOS: PL = 36.85 + 30 log10(d) + 18.9 log10(f_c)
     return 36.85 + 30.0 * np.log10(d) + 18.9 * math.log10(carrier_hz / 1e9)
@@ -171,6 +172,14 @@ def los_probability(model: StandardModel, distance_2d_m: np.ndarray,
         # TR 37.885 Table 6.2.1-2, urban: min(1, 1.05·exp(−0.0114 d))
         return np.minimum(1.0, 1.05 * np.exp(-0.0114 * d))
     raise ValueError(f"unknown path-loss model {model!r}; choose from {', '.join(STANDARD_MODELS)}")
+
+
+def v2v_urban_clear_probability(distance_2d_m: np.ndarray) -> np.ndarray:
+    """Probability that an urban V2V/RSU link is not blocked by buildings. TR 37.885 decides that state from the
+    street geometry of its urban grid (Table 6.2.1-2: "determined by the geometry"), which a road network without
+    buildings does not give; we draw it with the street-canyon LOS probability of TR 38.901 Table 7.4.2-1 (UMi),
+    the building-only LOS model of the same urban grid. A clear link is then LOS or NLOSv by 37.885's own P_LOS."""
+    return los_probability("umi", distance_2d_m)
 
 
 def pathloss_db(model: StandardModel, distance_2d_m: np.ndarray, bs_height_m: np.ndarray | float,
@@ -295,7 +304,9 @@ class LargeScaleChannel:
     For a standard model the LOS state is a spatially correlated standard normal z per link (TR 38.901 §7.6.3.3:
     LOS iff Φ(z) < P_LOS(d_2D), correlation distance of Table 7.6.3.1-2), so a vehicle does not flip state at every
     tick; LOS and NLOS shadowing are separate correlated fields with their table σ and decorrelation distance,
-    and V2V NLOSv blockage (TR 37.885 §6.2.1) is driven by another correlated normal."""
+    and V2V NLOSv blockage (TR 37.885 §6.2.1) is driven by another correlated normal. Urban V2V links also carry the
+    building-blocked NLOS state (v2v_urban_clear_probability; its own correlated normal, 38.901's UMi LOS-state
+    correlation distance), with 37.885's NLOS path loss and σ_SF = 4 dB; `blocked` holds the last tick's state."""
 
     def __init__(self, model: StandardModel | SimplePathloss, carrier_hz: float, num_rsus: int,
                  rng: np.random.Generator) -> None:
@@ -310,6 +321,9 @@ class LargeScaleChannel:
         decorrelation = [*params.shadowing_decorrelation_m, params.los_decorrelation_m]
         if model.startswith("v2v"):
             decorrelation.append(params.shadowing_decorrelation_m[1])
+        if model == "v2v-urban":
+            decorrelation.append(_PARAMS["umi"].los_decorrelation_m)
+        self.blocked = np.zeros((0, num_rsus), dtype=bool)
         self._fields = Shadowing(1.0, np.repeat(decorrelation, num_rsus), len(decorrelation) * num_rsus, rng)
 
     def update(self, ids: np.ndarray, xy_m: np.ndarray, distance_2d_m: np.ndarray, rsu_height_m: np.ndarray,
@@ -326,9 +340,15 @@ class LargeScaleChannel:
         blockage = 0.0
         if model.startswith("v2v"):
             d_3d = np.hypot(distance_2d_m, rsu_height_m - vehicle_height_m)
-            blockage = vehicle_blockage_loss_db(d_3d, rsu_height_m, vehicle_height_m, fields[:, 3 * m:])
+            blockage = vehicle_blockage_loss_db(d_3d, rsu_height_m, vehicle_height_m, fields[:, 3 * m:4 * m])
         loss = pathloss_db(model, distance_2d_m, rsu_height_m, vehicle_height_m, self.carrier_hz, los, blockage)
-        shadow = np.where(los, fields[:, :m], fields[:, m:2 * m]) * shadowing_std_db(model, los)
+        std = shadowing_std_db(model, los)
+        if model == "v2v-urban":
+            self.blocked = ndtr(fields[:, 4 * m:]) >= v2v_urban_clear_probability(distance_2d_m)
+            los &= ~self.blocked
+            loss = np.where(self.blocked, v2v_urban_nlos_pathloss_db(d_3d, self.carrier_hz), loss)
+            std = np.where(self.blocked, V2V_NLOS_SHADOWING_STD_DB, std)
+        shadow = np.where(los, fields[:, :m], fields[:, m:2 * m]) * std
         return loss - shadow, los
 
 

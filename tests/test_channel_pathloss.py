@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cosim.channel import (
+    V2V_NLOS_SHADOWING_STD_DB,
     LargeScaleChannel,
     Shadowing,
     SimplePathloss,
@@ -21,6 +22,7 @@ from cosim.channel import (
     uma_pathloss_db,
     umi_pathloss_db,
     v2v_pathloss_db,
+    v2v_urban_clear_probability,
     v2v_urban_nlos_pathloss_db,
     vehicle_blockage_loss_db,
 )
@@ -226,3 +228,25 @@ def test_large_scale_v2v_adds_blockage_only_without_los():
     # NLOSv: blockage with mean ≈ E[max(0, N(9, 4.5))] ≈ 9.0 dB on top of 3 dB shadowing
     assert excess[~los].mean() == pytest.approx(9.0, abs=0.4)
     assert abs(excess[los].mean()) < 0.2
+
+
+def test_large_scale_v2v_urban_draws_building_nlos_with_its_sigma():
+    """TR 37.885 urban: building-blocked NLOS with probability 1 − P_clear(d), its own path loss and σ_SF = 4 dB;
+    clear links split into LOS and NLOSv by 37.885's P_LOS. Monte Carlo within 3 standard errors."""
+    n, distance = 40_000, 60.0
+    ids, xy, d = _links(n, 1, distance)
+    channel = LargeScaleChannel("v2v-urban", 5.9e9, 1, np.random.default_rng(7))
+    loss, los = channel.update(ids, xy, d, np.array([1.5]), 1.5)
+    blocked = channel.blocked
+    p_nlos = 1.0 - float(v2v_urban_clear_probability(np.array(distance)))
+    assert 0.2 < p_nlos < 0.8
+    assert abs(blocked.mean() - p_nlos) < 3 * np.sqrt(p_nlos * (1 - p_nlos) / n)
+    assert not (los & blocked).any()
+    p_los = float(los_probability("v2v-urban", np.array(distance)))
+    clear = ~blocked
+    assert abs(los[clear].mean() - p_los) < 3 * np.sqrt(p_los * (1 - p_los) / clear.sum())
+    shadow = v2v_urban_nlos_pathloss_db(d, 5.9e9)[blocked] - loss[blocked]
+    assert abs(shadow.std() - V2V_NLOS_SHADOWING_STD_DB) < 3 * V2V_NLOS_SHADOWING_STD_DB / np.sqrt(2 * blocked.sum())
+    assert abs(shadow.mean()) < 3 * V2V_NLOS_SHADOWING_STD_DB / np.sqrt(blocked.sum())
+    los_shadow = v2v_pathloss_db(d, 5.9e9, "urban", True)[los] - loss[los]
+    assert abs(los_shadow.std() - 3.0) < 3 * 3.0 / np.sqrt(2 * los.sum())
