@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 import tomllib
@@ -29,41 +30,56 @@ def builtin_or_directory(builtins: tuple[str, ...], alternative: str) -> AfterVa
     return AfterValidator(check)
 
 
+def printable(value: str) -> str:
+    """Names end up in paths and tables: no NUL, newline or other control character."""
+    if not value or any(not char.isprintable() for char in value):
+        raise ValueError("must be non-empty printable text (no NUL, newline or other control character); rename it")
+    return value
+
+
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+# Lr-like step sizes: above 10 every optimiser here diverges to NaN within a round.
+StepSize = Annotated[float, Field(gt=0, le=10)]
 
 
 class Section(BaseModel):
-    """A scenario table: unknown keys are errors, values are frozen after loading."""
+    """A scenario table: unknown keys are errors, values are frozen after loading. Strict: TOML `true` is not 1 and
+    1.5 is not an integer; numbers are finite (NaN and ±inf are refused unless a field says otherwise)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class SimulationConfig(Section):
-    rounds: int = Field(30, ge=1)
-    round_deadline_s: Positive = 10.0
-    mobility_tick_s: Positive = 1.0
-    start_s: NonNegative = 120.0  # SUMO warm-up: the first round starts once the network has filled
+    """Bounds keep simulated time advancing: at most 100,000 rounds of at most an hour, mobility refreshed every
+    10 ms to 60 s (a 1e-300 s tick would never reach the deadline), warm-up up to a day."""
+
+    rounds: int = Field(30, ge=1, le=100_000)
+    round_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    mobility_tick_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0
+    start_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0  # SUMO warm-up: the first round starts once filled
 
 
 class ChannelConfig(Section):
     pathloss: Literal["simple", "umi", "uma", "v2v-highway", "v2v-urban"] = "simple"
     carrier_hz: Annotated[float, Field(ge=0.5e9, le=100e9)] = 5.9e9  # TR 38.901 validity range
     # the simple power-law model PL0·(d/d0)^-α and its shadowing (the 3GPP models take theirs from the tables)
-    reference_loss_db: NonNegative = 38.0  # loss at the reference distance (free space at 1 m, 2 GHz ≈ 38 dB)
+    # loss at the reference distance (free space at 1 m, 2 GHz ≈ 38 dB)
+    reference_loss_db: Annotated[float, Field(ge=0, le=200)] = 38.0
     reference_distance_m: Positive = 1.0
     exponent: Annotated[float, Field(ge=1.5, le=6.0)] = 3.0
-    shadowing_std_db: NonNegative = 4.0
+    shadowing_std_db: Annotated[float, Field(ge=0, le=30)] = 4.0
     shadowing_decorrelation_m: Positive = 10.0
     fading: Literal["rayleigh", "rician", "none"] = "rayleigh"
     # i.i.d. per tick; Doppler-correlated (speed, carrier); or i.i.d. per round, held through it (the seeds' model)
     fading_correlation: Literal["block", "jakes", "round"] = "block"
     rician_k_db: Annotated[float, Field(ge=-20, le=40)] = 9.0
     fading_sinusoids: int = Field(16, ge=4, le=256)
-    noise_psd_dbm_per_hz: float = -174.0
-    noise_figure_db: NonNegative = 9.0
+    noise_psd_dbm_per_hz: Annotated[float, Field(ge=-230, le=-100)] = -174.0  # thermal noise at 290 K: -174
+    noise_figure_db: Annotated[float, Field(ge=0, le=30)] = 9.0
     snr_gap_db: Annotated[float, Field(ge=0, le=20)] = 0.0
-    max_spectral_efficiency: Positive = math.inf  # bit/s/Hz cap of the best MCS (7.40625 for NR 256QAM)
+    # bit/s/Hz cap of the best MCS (7.40625 for NR 256QAM); inf (the default) = Shannon, no cap
+    max_spectral_efficiency: Annotated[float, Field(gt=0, allow_inf_nan=True)] = math.inf
     vehicle_height_m: NonNegative = 1.5
 
 
@@ -107,23 +123,25 @@ class LearningConfig(Section):
     # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
     model: Annotated[str, builtin_or_directory(BUILTIN_MODELS, "a Hugging Face checkpoint directory")] = "minilm"
     dataset: Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train and dev tables")] = "sst2"
-    clients: int = Field(100, ge=1)
-    samples_per_client: int = Field(64, ge=1)
+    # clients × samples_per_client, max_length, lora_rank and lora_targets are checked against the data and the model
+    # before anything loads (cosim/preflight.py)
+    clients: int = Field(100, ge=1, le=1_000_000)
+    samples_per_client: int = Field(64, ge=1, le=1_000_000)
     partition: Literal["iid", "dirichlet"] = "iid"
-    dirichlet_alpha: Positive = 0.5
-    max_length: int = Field(64, ge=8)
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: Positive = 16.0
+    dirichlet_alpha: Annotated[float, Field(ge=0.01, le=1000)] = 0.5  # below 0.01 numpy's draws degenerate
+    max_length: int = Field(64, ge=8, le=8192)
+    lora_rank: int = Field(8, ge=1, le=4096)
+    lora_alpha: Annotated[float, Field(gt=0, le=4096)] = 16.0
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     lora_targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: Positive = 1e-3
-    batch_size: int = Field(16, ge=1)
-    local_steps: int = Field(2, ge=1)
+    lr: StepSize = 1e-3
+    batch_size: int = Field(16, ge=1, le=65_536)
+    local_steps: int = Field(2, ge=1, le=10_000)
     eval_every: int = Field(5, ge=1)
     eval_samples: int = Field(872, ge=1)
-    server_lr: Positive = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
-    head_lr: Positive = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
+    server_lr: StepSize = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
+    head_lr: StepSize = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
     server_optimizer: Literal["sgd", "adam"] = "sgd"
     # "auto": bf16 matrix products where the hardware has them (CUDA; CPUs with AVX512-BF16/AMX), else float32
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
@@ -145,8 +163,8 @@ class TraceConfig(Section):
 
 
 class Scenario(Section):
-    name: str = "scenario"
-    seed: int = Field(0, ge=0)
+    name: Annotated[str, AfterValidator(printable)] = "scenario"
+    seed: int = Field(0, ge=0, le=2**63 - 1)  # torch seeds are 64-bit
     simulation: SimulationConfig = SimulationConfig()
     mobility: MobilityConfig = MobilityConfig()
     rsu: RsuConfig = RsuConfig()
@@ -163,22 +181,51 @@ class ScenarioError(ValueError):
     """A scenario that cannot run; the message lists every problem as `field.path: what is wrong`."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+        self.problems = [" ".join(problem.splitlines()) for problem in problems]  # one line, whatever a loader said
+        super().__init__(f"{source}: " + "; ".join(self.problems))
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once."""
+    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once. `scheduler.name` is
+    applied first: naming another scheduler replaces the file's [scheduler] table (its fields belong to the old
+    scheduler), and later `scheduler.*` overrides set the new one's fields."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(str(path), ["file not found; pass the path of a scenario .toml"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(str(path), [f"not valid TOML ({exc})"]) from None
-    for override in overrides or []:
+    raw = read_toml(path)
+    for override in sorted(overrides or [], key=lambda text: text.partition("=")[0].strip() != "scheduler.name"):
         _apply_override(raw, override, str(path))
     return parse_scenario(raw, str(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in `path`, or a ScenarioError that says what is wrong with the file and how to fix it. A UTF-8
+    byte-order mark (some Windows editors write one) is skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(str(path), ["file not found; pass the path of a scenario .toml"]) from None
+    except IsADirectoryError:
+        inside = ", ".join(sorted(child.name for child in path.glob("*.toml"))[:5]) or "none"
+        raise ScenarioError(str(path), [f"is a directory; pass a scenario .toml file (.toml files in it: {inside})"]
+                            ) from None
+    except OSError as exc:
+        raise ScenarioError(str(path), [f"cannot be read ({exc.strerror}); check the path and its permissions"]
+                            ) from None
+    try:
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), [utf8_problem(data, exc)]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(path), [f"not valid TOML ({exc}); fix the syntax there"]) from None
+
+
+def utf8_problem(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, and how to fix it."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "is UTF-16 text; save it as UTF-8"
+    line = data[: exc.start].count(b"\n") + 1
+    return f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
 
 
 def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
@@ -203,10 +250,16 @@ def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
         table = table.setdefault(part, {})
         if not isinstance(table, dict):
             raise ScenarioError(source, [f"--set {key}: {part} is a value, not a table"])
+    if parents == ["scheduler"] and leaf == "name" and table.get("name") != value:
+        table.clear()
     table[leaf] = value
 
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+# Strict types: what the field wants, said as TOML would write it.
+_TYPES = {"int_type": "an integer (e.g. 3)", "float_type": "a number (e.g. 2.5)", "bool_type": "true or false",
+          "string_type": 'a string in quotes (e.g. "text")', "list_type": "a list (e.g. [1, 2])",
+          "model_type": "a table", "dict_type": "a table", "model_attributes_type": "a table"}
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -216,6 +269,10 @@ def _describe(error: dict[str, Any]) -> str:
     if kind in _BOUNDS:
         (bound,) = ctx.values()
         return f"{where}: must be {_BOUNDS[kind]} {bound}, got {given}"
+    if kind == "finite_number":
+        return f"{where}: must be a finite number, got {given}; NaN and inf are not allowed here"
+    if kind in _TYPES:
+        return f"{where}: must be {_TYPES[kind]}, got {_toml(given)}"
     if kind == "extra_forbidden":
         valid = _valid_keys(error["loc"][:-1])
         near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
@@ -234,6 +291,11 @@ def _describe(error: dict[str, Any]) -> str:
         got = "" if isinstance(given, dict) else f", got {given!r}"
         return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
     return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
+
+
+def _toml(value: Any) -> str:
+    """A value as the user wrote it in TOML (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -68,9 +68,9 @@ class Scheduler(Protocol):
 
 
 class SchedulerConfig(BaseModel):
-    """Base of every scheduler's own config table; `name` is the registry key."""
+    """Base of every scheduler's own config table; `name` is the registry key. Strict and finite like every table."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     name: str
 
 
