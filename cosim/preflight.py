@@ -104,8 +104,9 @@ def _data_problems(cfg: LearningConfig, outline: BackboneOutline, train: Dataset
     if outline.image_shape is not None and train.images.shape[1:] != outline.image_shape:
         return [f"learning.dataset: images of shape {train.images.shape[1:]} (channels, height, width), the model "
                 f"takes {outline.image_shape}; resize them or choose a matching model"]
-    if len(dev.labels) == 0:
-        return [f"learning.dataset: the dev split of {cfg.dataset} has no samples; evaluation needs at least one"]
+    empty = [split for split, data in (("train", train), ("dev", dev)) if len(data.labels) == 0]
+    if empty:
+        return [f"learning.dataset: the {' and '.join(empty)} split of {cfg.dataset} has no samples; add rows"]
     try:
         client_shards(train.labels, cfg.clients, cfg.samples_per_client, cfg.partition, cfg.dirichlet_alpha, seed)
     except ValueError as exc:

@@ -7,12 +7,12 @@ import difflib
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
-from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
+from cosim.schedulers import scheduler_config_union
 from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
@@ -185,13 +185,18 @@ class ScenarioError(ValueError):
         super().__init__(f"{source}: " + "; ".join(self.problems))
 
 
+# Keys that choose which table schema applies, with the kind a table without the key has.
+KIND_KEYS = {"scheduler.name": None, "mobility.network.kind": "grid", "mobility.demand.kind": "random"}
+
+
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once. `scheduler.name` is
-    applied first: naming another scheduler replaces the file's [scheduler] table (its fields belong to the old
-    scheduler), and later `scheduler.*` overrides set the new one's fields."""
+    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once. Overrides that choose
+    a table's kind (`scheduler.name`, `mobility.network.kind`, `mobility.demand.kind`) go first, and choosing another
+    kind replaces the file's table (its fields belong to the old kind): `--set scheduler.name=all-in` works on a file
+    whose scheduler is random; set the new kind's own fields with further overrides."""
     path = Path(path)
     raw = read_toml(path)
-    for override in sorted(overrides or [], key=lambda text: text.partition("=")[0].strip() != "scheduler.name"):
+    for override in sorted(overrides or [], key=lambda text: text.partition("=")[0].strip() not in KIND_KEYS):
         _apply_override(raw, override, str(path))
     return parse_scenario(raw, str(path))
 
@@ -250,7 +255,7 @@ def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
         table = table.setdefault(part, {})
         if not isinstance(table, dict):
             raise ScenarioError(source, [f"--set {key}: {part} is a value, not a table"])
-    if parents == ["scheduler"] and leaf == "name" and table.get("name") != value:
+    if key.strip() in KIND_KEYS and table.get(leaf, KIND_KEYS[key.strip()]) != value:
         table.clear()
     table[leaf] = value
 
@@ -263,7 +268,7 @@ _TYPES = {"int_type": "an integer (e.g. 3)", "float_type": "a number (e.g. 2.5)"
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = _field_path(error["loc"])
+    loc, table = _resolve(error["loc"])
     where = ".".join(str(part) for part in loc) or "scenario"
     kind, ctx, given = error["type"], error.get("ctx", {}), error.get("input")
     if kind in _BOUNDS:
@@ -274,19 +279,21 @@ def _describe(error: dict[str, Any]) -> str:
     if kind in _TYPES:
         return f"{where}: must be {_TYPES[kind]}, got {_toml(given)}"
     if kind == "extra_forbidden":
-        valid = _valid_keys(error["loc"][:-1])
+        valid = list(_resolve(error["loc"][:-1])[1].model_fields)
         near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(valid)}"
         return f"{where}: unknown key; {hint}"
+    if kind == "missing":
+        return f"{where}: required; add it"
     if kind == "literal_error":
         return f"{where}: must be one of {ctx['expected']}, got {given!r}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        names = scheduler_names()
+        key, tags = _union_tags(table)
         tag = str(ctx.get("tag", ""))
-        near = difflib.get_close_matches(tag, names, n=1)
+        near = difflib.get_close_matches(tag, tags, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
-        problem = f"unknown scheduler '{tag}'" if tag else "missing"
-        return f"{where}.name: {problem}; {hint}(choose from {', '.join(names)})"
+        problem = f"unknown {loc[-1]} '{tag}'" if tag else "missing"
+        return f"{where}.{key}: {problem}; {hint}(choose from {', '.join(tags)})"
     if kind == "value_error":
         got = "" if isinstance(given, dict) else f", got {given!r}"
         return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
@@ -298,22 +305,44 @@ def _toml(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
-def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop the tag pydantic inserts for a discriminated union (`scheduler.random.x` -> `scheduler.x`)."""
-    if len(loc) > 1 and loc[0] == "scheduler" and scheduler_config_class(str(loc[1])) is not None:
-        return (loc[0], *loc[2:])
-    return loc
+class _Union:
+    """The options of a tagged-union table (`[scheduler]`, `mobility.network`, `mobility.demand`)."""
+
+    def __init__(self, options: list[type[BaseModel]]) -> None:
+        self.options = options
+        self.model_fields: dict[str, Any] = {}  # which keys are valid depends on the tag
 
 
-def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the table at `loc` accepts (loc as pydantic reports it, union tags included)."""
+def _resolve(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """A pydantic error location as the user's field path, without the tags pydantic inserts for tagged unions
+    (`scheduler.random.x` -> `scheduler.x`, `mobility.network.file.path` -> `mobility.network.path`), and the model
+    of the table it ends in (a `_Union` at a union, None past a value)."""
+    path: list[Any] = []
     model: Any = Scenario
-    for part in loc:
-        if model is Scenario and part == "scheduler":
-            model = None
-        elif model is None:
-            model = scheduler_config_class(str(part))
-        else:
-            annotation = model.model_fields[part].annotation
-            model = annotation if isinstance(annotation, type) else None
-    return list(model.model_fields) if model else []
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        path.append(part)
+        field = model.model_fields.get(part) if model is not None else None
+        options = _tables(field.annotation) if field is not None else []
+        model = options[0] if len(options) == 1 else _Union(options) if options else None
+        if isinstance(model, _Union) and parts:
+            chosen = [option for option in options if str(parts[0]) in _union_tags(option)[1]]
+            if chosen:
+                parts.pop(0)
+                model = chosen[0]
+    return tuple(path), model
+
+
+def _tables(annotation: Any) -> list[type[BaseModel]]:
+    """The table models an annotation admits (unwrapping Annotated, unions and Optional)."""
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, BaseModel) else []
+    return [model for arg in get_args(annotation) for model in _tables(arg)]
+
+
+def _union_tags(table: Any) -> tuple[str, list[str]]:
+    """The discriminating key of a tagged union (or of one of its options) and the tags it takes."""
+    options = table.options if isinstance(table, _Union) else [table] if table is not None else []
+    key = "name" if any("name" in option.model_fields for option in options) else "kind"
+    return key, [tag for option in options for tag in get_args(option.model_fields[key].annotation)]

@@ -152,11 +152,6 @@ def _read_table(path: Path) -> TextClassificationData:
             f"{path}: needs a header row with columns sentence and label (or sentence1,sentence2 / question,sentence "
             f"/ #1 String,#2 String for pairs), found {list(frame.columns)}"
         )
-    for column in (*(name for name in text if name), label):
-        missing = np.flatnonzero(frame[column].isna().to_numpy())
-        if len(missing):  # a short row: pandas fills the cells it lacks with NaN
-            raise ValueError(f"{path}, data row {missing[0] + 1}: no value in column {column!r}; every row needs "
-                             f"{', '.join(name for name in (*text, label) if name)}")
     labels, num_labels, names = _label_ids(frame[label], path)
     first, second = text
     pairs = None if second is None else frame[second].str.strip().tolist()
