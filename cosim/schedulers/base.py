@@ -93,11 +93,6 @@ def scheduler_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def scheduler_config_class(name: str) -> type[SchedulerConfig] | None:
-    entry = _REGISTRY.get(name)
-    return entry[0] if entry else None
-
-
 def scheduler_config_union() -> Any:
     """A pydantic type that validates a `[scheduler]` table against the config of the scheduler it names."""
     configs = tuple(config for config, _ in _REGISTRY.values())
