@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from cosim.scenario import LearningConfig, Scenario, ScenarioError, utf8_problem
 from mobility.config import FileNetworkConfig, MobilityConfig, OsmNetworkConfig, RoutesDemandConfig, RsuConfig
 from mobility.errors import MobilityError
-from mobility.rsu import file_layout
+from mobility.rsu import file_layout, junction_layout
 from mobility.trace import TraceMobility
 
 if TYPE_CHECKING:
@@ -52,6 +52,11 @@ def mobility_problems(mobility: MobilityConfig, rsu: RsuConfig) -> list[str]:
     if rsu.file is not None:
         problems += _loader_problems("rsu.file", rsu.file, functools.partial(
             file_layout, radius_m=rsu.radius_m, height_m=rsu.height_m, bandwidth_hz=rsu.bandwidth_hz))
+    net = mobility.net_file_given
+    if rsu.layout == "junctions" and net is not None and not problems:
+        problems += _loader_problems("rsu.count", net, functools.partial(
+            junction_layout, count=rsu.count, min_separation_m=rsu.min_separation_m, radius_m=rsu.radius_m,
+            height_m=rsu.height_m, bandwidth_hz=rsu.bandwidth_hz))
     if rsu.layout == "junctions" and mobility.source == "static-disk":
         problems.append('rsu.layout: "junctions" needs a road network, and source = "static-disk" has none; '
                         'use layout = "grid" or "file"')

@@ -107,6 +107,12 @@ class RandomDemandConfig(Table):
     begin_s: NonNegative = 0.0
     end_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
 
+    @model_validator(mode="after")
+    def _window(self) -> RandomDemandConfig:
+        if self.begin_s >= self.end_s:
+            raise ValueError(f"begin_s = {self.begin_s:g} must be before end_s = {self.end_s:g}; raise end_s")
+        return self
+
 
 class RoutesDemandConfig(Table):
     """The user's route files, loaded in order (put vehicle-type files first)."""
