@@ -50,14 +50,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+MAX_TICKS_PER_ROUND = 100_000  # a round that waits out its deadline still ends in seconds of wall time
+
+
 class SimulationConfig(Section):
-    """Bounds keep simulated time advancing: at most 100,000 rounds of at most an hour, mobility refreshed every
-    10 ms to 60 s (a 1e-300 s tick would never reach the deadline), warm-up up to a day."""
+    """Bounds keep simulated time advancing: at most 100,000 rounds of at most a day and 100,000 mobility ticks,
+    mobility refreshed every 10 ms to 60 s (a 1e-300 s tick would never reach the deadline), warm-up up to a day."""
 
     rounds: int = Field(30, ge=1, le=100_000)
-    round_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    round_deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
     mobility_tick_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0
     start_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0  # SUMO warm-up: the first round starts once filled
+
+    @model_validator(mode="after")
+    def _ticks_per_round(self) -> SimulationConfig:
+        if self.round_deadline_s > MAX_TICKS_PER_ROUND * self.mobility_tick_s:
+            raise ValueError(f"round_deadline_s / mobility_tick_s = {self.round_deadline_s / self.mobility_tick_s:.3g} "
+                             f"mobility ticks per round, more than {MAX_TICKS_PER_ROUND:,}; raise mobility_tick_s "
+                             f"or shorten round_deadline_s")
+        return self
 
 
 class ChannelConfig(Section):

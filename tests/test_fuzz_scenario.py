@@ -56,7 +56,9 @@ OVERRIDES = [
     ("tick-zero", ["simulation.mobility_tick_s=0"], "simulation.mobility_tick_s"),
     ("deadline-inf", ["simulation.round_deadline_s=inf"], "simulation.round_deadline_s"),
     ("deadline-nan", ["simulation.round_deadline_s=nan"], "simulation.round_deadline_s"),
-    ("deadline-huge", ["simulation.round_deadline_s=1e9"], "simulation.round_deadline_s: must be <= 3600"),
+    ("deadline-huge", ["simulation.round_deadline_s=1e9"], "simulation.round_deadline_s: must be <= 86400"),
+    ("ticks-per-round", ["simulation.mobility_tick_s=0.01", "simulation.round_deadline_s=86400"],
+     "simulation: round_deadline_s / mobility_tick_s = 8.64e+06 mobility ticks per round"),
     ("start-inf", ["simulation.start_s=inf"], "simulation.start_s"),
     ("start-negative", ["simulation.start_s=-1"], "simulation.start_s: must be >= 0"),
     ("rounds-zero", ["simulation.rounds=0"], "simulation.rounds: must be >= 1"),
@@ -278,7 +280,7 @@ def test_generated_dataset_files_are_refused_naming_the_field_or_valid(tmp_path_
 
 
 EDGES = {
-    "simulation.mobility_tick_s": ["0.01", "60"], "simulation.round_deadline_s": ["0.05", "3600"],
+    "simulation.mobility_tick_s": ["0.01", "60"], "simulation.round_deadline_s": ["0.05", "60"],
     "channel.noise_psd_dbm_per_hz": ["-230", "-100"], "channel.shadowing_std_db": ["30"],
     "channel.noise_figure_db": ["30"], "channel.max_spectral_efficiency": ["1e-9", "inf"],
     "channel.fading": ['"rician"', '"none"'], "channel.rician_k_db": ["-20", "40"],
