@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def check_scenario(scenario: Scenario, source: str, *, learning: bool = True) -> None:
-    """Raise ScenarioError listing every problem (see `problems`); `learning=False` checks mobility and RSUs only."""
+    """Raise ScenarioError listing every problem found; `learning=False` checks mobility and RSUs only."""
     found = mobility_problems(scenario.mobility, scenario.rsu)
     if learning:
         found += learning_problems(scenario.learning, scenario.seed)
@@ -52,18 +52,25 @@ def mobility_problems(mobility: MobilityConfig, rsu: RsuConfig) -> list[str]:
     if rsu.file is not None:
         problems += _loader_problems("rsu.file", rsu.file, functools.partial(
             file_layout, radius_m=rsu.radius_m, height_m=rsu.height_m, bandwidth_hz=rsu.bandwidth_hz))
-    net = mobility.net_file_given
-    if rsu.layout == "junctions" and net is not None and not problems:
-        problems += _loader_problems("rsu.count", net, functools.partial(
-            junction_layout, count=rsu.count, min_separation_m=rsu.min_separation_m, radius_m=rsu.radius_m,
-            height_m=rsu.height_m, bandwidth_hz=rsu.bandwidth_hz))
-    if rsu.layout == "junctions" and mobility.source == "static-disk":
-        problems.append('rsu.layout: "junctions" needs a road network, and source = "static-disk" has none; '
-                        'use layout = "grid" or "file"')
-    if rsu.layout == "junctions" and mobility.source == "trace" and mobility.net_file_given is None:
-        problems.append('rsu.layout: "junctions" needs a road network, and a trace replay has none unless [mobility] '
-                        'network = { kind = "file", path = "....net.xml" } names it; name it or use layout = "grid"')
+    if rsu.layout == "junctions":
+        problems += _junction_problems(mobility, rsu, placeable=not problems)
     return problems
+
+
+def _junction_problems(mobility: MobilityConfig, rsu: RsuConfig, placeable: bool) -> list[str]:
+    """Junction RSUs need a road network; on the user's own net they are placed now (enough junctions apart?)."""
+    net = mobility.net_file_given
+    if mobility.source == "static-disk":
+        return ['rsu.layout: "junctions" needs a road network, and source = "static-disk" has none; use layout = '
+                '"grid" or "file"']
+    if mobility.source == "trace" and net is None:
+        return ['rsu.layout: "junctions" needs a road network, and a trace replay has none unless [mobility] network = '
+                '{ kind = "file", path = "....net.xml" } names it; name it or use layout = "grid"']
+    if net is None or not placeable:  # a generated network exists only once the run builds it
+        return []
+    return _loader_problems("rsu.count", net, functools.partial(
+        junction_layout, count=rsu.count, min_separation_m=rsu.min_separation_m, radius_m=rsu.radius_m,
+        height_m=rsu.height_m, bandwidth_hz=rsu.bandwidth_hz))
 
 
 def learning_problems(cfg: LearningConfig, seed: int) -> list[str]:
