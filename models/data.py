@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -173,9 +174,13 @@ def _read_frame(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty; it needs a header row and one row per sample") from None
     except (ValueError, OSError, EOFError, zlib.error) as exc:  # pandas' ParserError and pyarrow's errors too
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ValueError(f"{path}: cannot be read as a {''.join(path.suffixes[-2:])} table ({reason}); fix or "
+        raise ValueError(f"{path}: cannot be read as a {''.join(path.suffixes[-2:])} table ({_reason(exc)}); fix or "
                          f"re-export the file") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A reader's error message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _label_ids(column: pd.Series, path: Path) -> tuple[np.ndarray, int, tuple[str, ...] | None]:
@@ -201,11 +206,16 @@ def _label_ids(column: pd.Series, path: Path) -> tuple[np.ndarray, int, tuple[st
 
 
 def _read_npz(path: Path) -> ImageClassificationData:
-    with np.load(path) as archive:
-        if not {"images", "labels"} <= set(archive.files):
-            raise ValueError(f"{path}: an image .npz needs arrays 'images' (N, H, W[, C]) and 'labels' (N,), "
-                             f"found {archive.files}")
-        images, labels = archive["images"], archive["labels"]
+    try:
+        with np.load(path) as archive:  # a plain .npy array is no context manager: TypeError
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable .npz archive ({_reason(exc)}); save it with "
+                         f"numpy.savez(path, images=..., labels=...)") from None
+    if not {"images", "labels"} <= set(arrays):
+        raise ValueError(f"{path}: an image .npz needs arrays 'images' (N, H, W[, C]) and 'labels' (N,), "
+                         f"found {sorted(arrays)}")
+    images, labels = arrays["images"], arrays["labels"]
     if images.ndim not in (3, 4) or len(images) != len(labels) or labels.ndim != 1:
         raise ValueError(f"{path}: 'images' must be (N, H, W) or (N, H, W, C) and 'labels' (N,) with the same N; got "
                          f"{images.shape} and {labels.shape}")
@@ -227,8 +237,11 @@ def _read_image_folder(root: Path) -> ImageClassificationData:
                          f"{'/'.join(IMAGE_SUFFIXES)} images")
     images = []
     for _, file in files:
-        with Image.open(file) as image:
-            images.append(np.asarray(image))
+        try:
+            with Image.open(file) as image:
+                images.append(np.asarray(image))
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f"{file}: not a readable image ({_reason(exc)}); replace or remove it") from None
         if images[-1].shape != images[0].shape:
             raise ValueError(f"{file}: shape {images[-1].shape} differs from {files[0][1]}'s {images[0].shape}; "
                              f"resize the images to one size")

@@ -162,6 +162,17 @@ def _with_file(field: str, name: str, content: str | bytes, *extra: str):
     return build
 
 
+def _images(tmp: Path, npz: bytes | None) -> Path:
+    """A dataset directory whose train split is a broken .npz (npz bytes) or a class folder of broken images."""
+    if npz is not None:
+        _write(tmp / "images" / "train.npz", npz)
+    else:
+        for label in ("cat", "dog"):
+            _write(tmp / "images" / "train" / label / "0.png", b"not a png")
+    _write(tmp / "images" / "dev.npz", b"")
+    return tmp / "images"
+
+
 GRID_NET = ['mobility.network.kind="file"']
 FILES = [
     ("scenario-not-utf8", _scenario_bytes(b'name = "caf\xe9"\n'), "is not UTF-8 text (byte 0xe9 on line 1)"),
@@ -184,6 +195,10 @@ FILES = [
     ("dataset-empty-train", _with_dataset("sentence\tlabel\n"), "the train split of"),
     ("dataset-labels-mixed-kinds", _with_dataset("sentence\tlabel\n" + good_rows(4), "sentence\tlabel\nx\tpos\n"),
      "integers in one split and names in the other"),
+    ("dataset-npz-not-an-archive", lambda tmp: (TINY, [f'learning.dataset="{_images(tmp, b"junk")}"']),
+     "not a readable .npz archive"),
+    ("dataset-image-unreadable", lambda tmp: (TINY, [f'learning.dataset="{_images(tmp, None)}"']),
+     "not a readable image"),
     ("net-not-xml", _with_file("mobility.network.path", "city.net.xml", "not xml <", *GRID_NET),
      "mobility.network.path: "),
     ("net-wrong-root", _with_file("mobility.network.path", "city.net.xml", "<routes/>", *GRID_NET),
