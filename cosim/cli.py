@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cosim.preflight import check_scenario
 from cosim.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -38,12 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         scenario = load_scenario(args.scenario, args.overrides)
+        check_scenario(scenario, str(args.scenario), learning=args.command != "mobility")  # before anything heavy
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.command == "validate":
         print(f"{args.scenario}: ok ({scenario.name}, {scenario.simulation.rounds} rounds, "
-              f"scheduler {scenario.scheduler.name})")
+              f"scheduler {scenario.scheduler.name}, model {scenario.learning.model}, dataset "
+              f"{scenario.learning.dataset})")
         return 0
     if args.command == "mobility":
         return _record(scenario, args.out, args.duration)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
 from cosim.payload import WireDtype
-from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
+from cosim.schedulers import scheduler_config_union
 from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
@@ -30,41 +31,67 @@ def builtin_or_directory(builtins: tuple[str, ...], alternative: str) -> AfterVa
     return AfterValidator(check)
 
 
+def printable(value: str) -> str:
+    """Names end up in paths and tables: no NUL, newline or other control character."""
+    if not value or any(not char.isprintable() for char in value):
+        raise ValueError("must be non-empty printable text (no NUL, newline or other control character); rename it")
+    return value
+
+
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+# Lr-like step sizes: above 10 every optimiser here diverges to NaN within a round.
+StepSize = Annotated[float, Field(gt=0, le=10)]
 
 
 class Section(BaseModel):
-    """A scenario table: unknown keys are errors, values are frozen after loading."""
+    """A scenario table: unknown keys are errors, values are frozen after loading. Strict: TOML `true` is not 1 and
+    1.5 is not an integer; numbers are finite (NaN and ±inf are refused unless a field says otherwise)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+MAX_TICKS_PER_ROUND = 100_000  # a round that waits out its deadline still ends in seconds of wall time
 
 
 class SimulationConfig(Section):
-    rounds: int = Field(30, ge=1)
-    round_deadline_s: Positive = 10.0
-    mobility_tick_s: Positive = 1.0
-    start_s: NonNegative = 120.0  # SUMO warm-up: the first round starts once the network has filled
+    """Bounds keep simulated time advancing: at most 100,000 rounds of at most a day and 100,000 mobility ticks,
+    mobility refreshed every 10 ms to 60 s (a 1e-300 s tick would never reach the deadline), warm-up up to a day."""
+
+    rounds: int = Field(30, ge=1, le=100_000)
+    round_deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+    mobility_tick_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0
+    start_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0  # SUMO warm-up: the first round starts once filled
+
+    @model_validator(mode="after")
+    def _ticks_per_round(self) -> SimulationConfig:
+        if self.round_deadline_s > MAX_TICKS_PER_ROUND * self.mobility_tick_s:
+            raise ValueError(f"round_deadline_s / mobility_tick_s = {self.round_deadline_s / self.mobility_tick_s:.3g} "
+                             f"mobility ticks per round, more than {MAX_TICKS_PER_ROUND:,}; raise mobility_tick_s "
+                             f"or shorten round_deadline_s")
+        return self
 
 
 class ChannelConfig(Section):
     pathloss: Literal["simple", "umi", "uma", "v2v-highway", "v2v-urban"] = "simple"
     carrier_hz: Annotated[float, Field(ge=0.5e9, le=100e9)] = 5.9e9  # TR 38.901 validity range
     # the simple power-law model PL0·(d/d0)^-α and its shadowing (the 3GPP models take theirs from the tables)
-    reference_loss_db: NonNegative = 38.0  # loss at the reference distance (free space at 1 m, 2 GHz ≈ 38 dB)
+    # loss at the reference distance (free space at 1 m, 2 GHz ≈ 38 dB)
+    reference_loss_db: Annotated[float, Field(ge=0, le=200)] = 38.0
     reference_distance_m: Positive = 1.0
     exponent: Annotated[float, Field(ge=1.5, le=6.0)] = 3.0
-    shadowing_std_db: NonNegative = 4.0
+    shadowing_std_db: Annotated[float, Field(ge=0, le=30)] = 4.0
     shadowing_decorrelation_m: Positive = 10.0
     fading: Literal["rayleigh", "rician", "none"] = "rayleigh"
     # i.i.d. per tick; Doppler-correlated (speed, carrier); or i.i.d. per round, held through it (the seeds' model)
     fading_correlation: Literal["block", "jakes", "round"] = "block"
     rician_k_db: Annotated[float, Field(ge=-20, le=40)] = 9.0
     fading_sinusoids: int = Field(16, ge=4, le=256)
-    noise_psd_dbm_per_hz: float = -174.0
-    noise_figure_db: NonNegative = 9.0
+    noise_psd_dbm_per_hz: Annotated[float, Field(ge=-230, le=-100)] = -174.0  # thermal noise at 290 K: -174
+    noise_figure_db: Annotated[float, Field(ge=0, le=30)] = 9.0
     snr_gap_db: Annotated[float, Field(ge=0, le=20)] = 0.0
-    max_spectral_efficiency: Positive = math.inf  # bit/s/Hz cap of the best MCS (7.40625 for NR 256QAM)
+    # bit/s/Hz cap of the best MCS (7.40625 for NR 256QAM); inf (the default) = Shannon, no cap
+    max_spectral_efficiency: Annotated[float, Field(gt=0, allow_inf_nan=True)] = math.inf
     vehicle_height_m: NonNegative = 1.5
 
 
@@ -108,23 +135,25 @@ class LearningConfig(Section):
     # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
     model: Annotated[str, builtin_or_directory(BUILTIN_MODELS, "a Hugging Face checkpoint directory")] = "minilm"
     dataset: Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train and dev tables")] = "sst2"
-    clients: int = Field(100, ge=1)
-    samples_per_client: int = Field(64, ge=1)
+    # clients × samples_per_client, max_length, lora_rank and lora_targets are checked against the data and the model
+    # before anything loads (cosim/preflight.py)
+    clients: int = Field(100, ge=1, le=1_000_000)
+    samples_per_client: int = Field(64, ge=1, le=1_000_000)
     partition: Literal["iid", "dirichlet"] = "iid"
-    dirichlet_alpha: Positive = 0.5
-    max_length: int = Field(64, ge=8)
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: Positive = 16.0
+    dirichlet_alpha: Annotated[float, Field(ge=0.01, le=1000)] = 0.5  # below 0.01 numpy's draws degenerate
+    max_length: int = Field(64, ge=8, le=8192)
+    lora_rank: int = Field(8, ge=1, le=4096)
+    lora_alpha: Annotated[float, Field(gt=0, le=4096)] = 16.0
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     lora_targets: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: Positive = 1e-3
-    batch_size: int = Field(16, ge=1)
-    local_steps: int = Field(2, ge=1)
+    lr: StepSize = 1e-3
+    batch_size: int = Field(16, ge=1, le=65_536)
+    local_steps: int = Field(2, ge=1, le=10_000)
     eval_every: int = Field(5, ge=1)
     eval_samples: int = Field(872, ge=1)
-    server_lr: Positive = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
-    head_lr: Positive = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
+    server_lr: StepSize = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
+    head_lr: StepSize = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
     server_optimizer: Literal["sgd", "adam"] = "sgd"
     wire_dtype: WireDtype = "float32"  # precision of every value on the air (payload bits per value)
     # "auto": bf16 matrix products where the hardware has them (CUDA; CPUs with AVX512-BF16/AMX), else float32
@@ -147,8 +176,8 @@ class TraceConfig(Section):
 
 
 class Scenario(Section):
-    name: str = "scenario"
-    seed: int = Field(0, ge=0)
+    name: Annotated[str, AfterValidator(printable)] = "scenario"
+    seed: int = Field(0, ge=0, le=2**63 - 1)  # torch seeds are 64-bit
     simulation: SimulationConfig = SimulationConfig()
     mobility: MobilityConfig = MobilityConfig()
     rsu: RsuConfig = RsuConfig()
@@ -165,22 +194,56 @@ class ScenarioError(ValueError):
     """A scenario that cannot run; the message lists every problem as `field.path: what is wrong`."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+        self.problems = [" ".join(problem.splitlines()) for problem in problems]  # one line, whatever a loader said
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+# Keys that choose which table schema applies, with the kind a table without the key has.
+KIND_KEYS = {"scheduler.name": None, "mobility.network.kind": "grid", "mobility.demand.kind": "random"}
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once."""
+    """Read a TOML scenario, apply `key.path=value` overrides, validate everything at once. Overrides that choose
+    a table's kind (`scheduler.name`, `mobility.network.kind`, `mobility.demand.kind`) go first, and choosing another
+    kind replaces the file's table (its fields belong to the old kind): `--set scheduler.name=all-in` works on a file
+    whose scheduler is random; set the new kind's own fields with further overrides."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(str(path), ["file not found; pass the path of a scenario .toml"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(str(path), [f"not valid TOML ({exc})"]) from None
-    for override in overrides or []:
+    raw = read_toml(path)
+    for override in sorted(overrides or [], key=lambda text: text.partition("=")[0].strip() not in KIND_KEYS):
         _apply_override(raw, override, str(path))
     return parse_scenario(raw, str(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in `path`, or a ScenarioError that says what is wrong with the file and how to fix it. A UTF-8
+    byte-order mark (some Windows editors write one) is skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(str(path), ["file not found; pass the path of a scenario .toml"]) from None
+    except IsADirectoryError:
+        inside = ", ".join(sorted(child.name for child in path.glob("*.toml"))[:5]) or "none"
+        raise ScenarioError(str(path), [f"is a directory; pass a scenario .toml file (.toml files in it: {inside})"]
+                            ) from None
+    except OSError as exc:
+        raise ScenarioError(str(path), [f"cannot be read ({exc.strerror}); check the path and its permissions"]
+                            ) from None
+    try:
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), [utf8_problem(data, exc)]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(path), [f"not valid TOML ({exc}); fix the syntax there"]) from None
+
+
+def utf8_problem(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, and how to fix it."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "is UTF-16 text; save it as UTF-8"
+    line = data[: exc.start].count(b"\n") + 1
+    return f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
 
 
 def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
@@ -205,55 +268,94 @@ def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
         table = table.setdefault(part, {})
         if not isinstance(table, dict):
             raise ScenarioError(source, [f"--set {key}: {part} is a value, not a table"])
+    if key.strip() in KIND_KEYS and table.get(leaf, KIND_KEYS[key.strip()]) != value:
+        table.clear()
     table[leaf] = value
 
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+# Strict types: what the field wants, said as TOML would write it.
+_TYPES = {"int_type": "an integer (e.g. 3)", "float_type": "a number (e.g. 2.5)", "bool_type": "true or false",
+          "string_type": 'a string in quotes (e.g. "text")', "list_type": "a list (e.g. [1, 2])",
+          "model_type": "a table", "dict_type": "a table", "model_attributes_type": "a table"}
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = _field_path(error["loc"])
+    loc, table = _resolve(error["loc"])
     where = ".".join(str(part) for part in loc) or "scenario"
     kind, ctx, given = error["type"], error.get("ctx", {}), error.get("input")
     if kind in _BOUNDS:
         (bound,) = ctx.values()
         return f"{where}: must be {_BOUNDS[kind]} {bound}, got {given}"
+    if kind == "finite_number":
+        return f"{where}: must be a finite number, got {given}; NaN and inf are not allowed here"
+    if kind in _TYPES:
+        return f"{where}: must be {_TYPES[kind]}, got {_toml(given)}"
     if kind == "extra_forbidden":
-        valid = _valid_keys(error["loc"][:-1])
+        valid = list(_resolve(error["loc"][:-1])[1].model_fields)
         near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(valid)}"
         return f"{where}: unknown key; {hint}"
+    if kind == "missing":
+        return f"{where}: required; add it"
     if kind == "literal_error":
         return f"{where}: must be one of {ctx['expected']}, got {given!r}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        names = scheduler_names()
+        key, tags = _union_tags(table)
         tag = str(ctx.get("tag", ""))
-        near = difflib.get_close_matches(tag, names, n=1)
+        near = difflib.get_close_matches(tag, tags, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
-        problem = f"unknown scheduler '{tag}'" if tag else "missing"
-        return f"{where}.name: {problem}; {hint}(choose from {', '.join(names)})"
+        problem = f"unknown {loc[-1]} '{tag}'" if tag else "missing"
+        return f"{where}.{key}: {problem}; {hint}(choose from {', '.join(tags)})"
     if kind == "value_error":
         got = "" if isinstance(given, dict) else f", got {given!r}"
         return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
     return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
 
 
-def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop the tag pydantic inserts for a discriminated union (`scheduler.random.x` -> `scheduler.x`)."""
-    if len(loc) > 1 and loc[0] == "scheduler" and scheduler_config_class(str(loc[1])) is not None:
-        return (loc[0], *loc[2:])
-    return loc
+def _toml(value: Any) -> str:
+    """A value as the user wrote it in TOML (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
-def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the table at `loc` accepts (loc as pydantic reports it, union tags included)."""
+class _Union:
+    """The options of a tagged-union table (`[scheduler]`, `mobility.network`, `mobility.demand`)."""
+
+    def __init__(self, options: list[type[BaseModel]]) -> None:
+        self.options = options
+        self.model_fields: dict[str, Any] = {}  # which keys are valid depends on the tag
+
+
+def _resolve(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """A pydantic error location as the user's field path, without the tags pydantic inserts for tagged unions
+    (`scheduler.random.x` -> `scheduler.x`, `mobility.network.file.path` -> `mobility.network.path`), and the model
+    of the table it ends in (a `_Union` at a union, None past a value)."""
+    path: list[Any] = []
     model: Any = Scenario
-    for part in loc:
-        if model is Scenario and part == "scheduler":
-            model = None
-        elif model is None:
-            model = scheduler_config_class(str(part))
-        else:
-            annotation = model.model_fields[part].annotation
-            model = annotation if isinstance(annotation, type) else None
-    return list(model.model_fields) if model else []
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        path.append(part)
+        field = model.model_fields.get(part) if model is not None else None
+        options = _tables(field.annotation) if field is not None else []
+        model = options[0] if len(options) == 1 else _Union(options) if options else None
+        if isinstance(model, _Union) and parts:
+            chosen = [option for option in options if str(parts[0]) in _union_tags(option)[1]]
+            if chosen:
+                parts.pop(0)
+                model = chosen[0]
+    return tuple(path), model
+
+
+def _tables(annotation: Any) -> list[type[BaseModel]]:
+    """The table models an annotation admits (unwrapping Annotated, unions and Optional)."""
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, BaseModel) else []
+    return [model for arg in get_args(annotation) for model in _tables(arg)]
+
+
+def _union_tags(table: Any) -> tuple[str, list[str]]:
+    """The discriminating key of a tagged union (or of one of its options) and the tags it takes."""
+    options = table.options if isinstance(table, _Union) else [table] if table is not None else []
+    key = "name" if any("name" in option.model_fields for option in options) else "kind"
+    return key, [tag for option in options for tag in get_args(option.model_fields[key].annotation)]

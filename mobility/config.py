@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, model_validator
 
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, generated_network, osm_network, random_demand
@@ -33,18 +33,20 @@ def _existing_file(path: Path) -> Path:
     raise ValueError(f"file not found: {' or '.join(str(c) for c in candidates)}; fix the path")
 
 
-ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+ExistingFile = Annotated[Path, Strict(False), AfterValidator(_existing_file)]  # a TOML string
 
 
 class Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict (TOML `true` is not 1) and finite (NaN, ±inf refused), like the scenario's own tables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class GridNetworkConfig(Table):
     """netgenerate --grid: junctions x junctions, edge_length_m apart."""
 
     kind: Literal["grid"] = "grid"
-    junctions: int = Field(5, ge=2)
+    junctions: int = Field(5, ge=2, le=500)
     edge_length_m: Positive = 200.0
     lanes: int = Field(1, ge=1)
 
@@ -53,8 +55,8 @@ class SpiderNetworkConfig(Table):
     """netgenerate --spider: arms radial roads crossed by circles rings space_m apart."""
 
     kind: Literal["spider"]
-    arms: int = Field(6, ge=3)
-    circles: int = Field(5, ge=1)
+    arms: int = Field(6, ge=3, le=360)
+    circles: int = Field(5, ge=1, le=500)
     space_m: Positive = 100.0
     lanes: int = Field(1, ge=1)
 
@@ -63,7 +65,7 @@ class RandomNetworkConfig(Table):
     """netgenerate --rand: a random planar network grown for `iterations` edges."""
 
     kind: Literal["random"]
-    iterations: int = Field(100, ge=1)
+    iterations: int = Field(100, ge=1, le=100_000)
     edge_length_m: Positive = 100.0
     lanes: int = Field(1, ge=1)
 
@@ -101,9 +103,15 @@ class RandomDemandConfig(Table):
     """randomTrips + duarouter: one trip every trip_period_s between begin_s and end_s."""
 
     kind: Literal["random"] = "random"
-    trip_period_s: Positive = 1.0
+    trip_period_s: Annotated[float, Field(ge=0.01)] = 1.0  # 100 trips a second at most: generation must end
     begin_s: NonNegative = 0.0
-    end_s: Positive = 3600.0
+    end_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
+
+    @model_validator(mode="after")
+    def _window(self) -> RandomDemandConfig:
+        if self.begin_s >= self.end_s:
+            raise ValueError(f"begin_s = {self.begin_s:g} must be before end_s = {self.end_s:g}; raise end_s")
+        return self
 
 
 class RoutesDemandConfig(Table):
@@ -122,7 +130,7 @@ DemandConfig = Annotated[
 class StaticDiskConfig(Table):
     """source = "static-disk": the seed papers' setting, devices uniform in a disk around one server."""
 
-    devices: int = Field(20, ge=1)
+    devices: int = Field(20, ge=1, le=100_000)
     radius_m: Positive = 500.0
 
 
@@ -133,8 +141,8 @@ class MobilityConfig(Table):
     backend: Literal["libsumo", "traci"] = "libsumo"
     gui: bool = False  # launch sumo-gui (backend = "traci")
     remote: str | None = Field(None, pattern=r"^[^:\s]+:\d+$")  # "host:port" of a SUMO started elsewhere (traci)
-    step_length_s: Positive = 1.0
-    scale: Positive = 1.0  # SUMO --scale: multiplies the demand
+    step_length_s: Annotated[float, Field(ge=0.001, le=60)] = 1.0  # SUMO's clock has millisecond resolution
+    scale: Annotated[float, Field(gt=0, le=100)] = 1.0  # SUMO --scale: multiplies the demand
     time_to_teleport_s: float = 300.0  # SUMO's jam resolution; <= 0 disables teleports
     network: NetworkConfig = GridNetworkConfig()
     demand: DemandConfig = RandomDemandConfig()
@@ -156,7 +164,7 @@ class MobilityConfig(Table):
 
 class RsuConfig(Table):
     layout: Literal["grid", "junctions", "file"] = "grid"
-    count: int = Field(4, ge=1)  # grid (unless spacing_m) and junctions
+    count: int = Field(4, ge=1, le=10_000)  # grid (unless spacing_m) and junctions
     spacing_m: Positive | None = None  # grid: about this far apart instead of `count`
     min_separation_m: NonNegative = 0.0  # junctions: skip busy junctions closer than this to a chosen one
     file: ExistingFile | None = None  # layout = "file": CSV x, y[, radius_m, height_m, bandwidth_hz]

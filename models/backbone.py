@@ -5,8 +5,9 @@ and Vision Transformers go through the same three-part interface."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from torch import nn
 from models.device import pick_device
 
 if TYPE_CHECKING:
-    from transformers import BertModel, PreTrainedTokenizerBase, ViTModel
+    from transformers import BertModel, PretrainedConfig, PreTrainedTokenizerBase, ViTModel
 
 # Never reach the Hugging Face hub: everything loads from local files (transformers is imported lazily, after this).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 # Sized for sklearn's 8x8 grey-scale digits: 2x2 patches, 16 patch tokens plus [CLS].
 TINY_VIT = {**TINY_BERT, "image_size": 8, "patch_size": 2, "num_channels": 1}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
 class MeanPoolHead(nn.Module):
@@ -127,26 +129,79 @@ def _tiny(name: str, *, seed: int) -> tuple[BertModel | ViTModel, Path | None]:
 
 def _load_encoder(name: str, *, seed: int) -> tuple[BertModel | ViTModel, Path | None]:
     """The encoder and the directory its tokenizer comes from (None for images)."""
-    from transformers import AutoConfig, BertModel, ViTModel
+    from transformers import BertModel, ViTModel
 
     if name in ("tiny-bert", "tiny-vit"):
         return _tiny(name, seed=seed)
+    path, config = _checkpoint_config(name)
+    if config.model_type == "bert":
+        return BertModel.from_pretrained(path, config=config, local_files_only=True).float(), path
+    vit = ViTModel.from_pretrained(path, config=config, add_pooling_layer=False, local_files_only=True)
+    return vit.float(), None
+
+
+def _checkpoint_config(name: str) -> tuple[Path, PretrainedConfig]:
+    """The checkpoint directory of 'minilm' or a local path, and its config (BERT-family or ViT), read without the
+    weights; a ValueError that says what is missing otherwise."""
+    from transformers import AutoConfig
+
     path = _minilm_path() if name == "minilm" else Path(name)
     if not (path / "config.json").is_file():
         raise ValueError(
             f"backbone {name!r}: expected 'minilm', 'tiny-bert', 'tiny-vit' or a local Hugging Face checkpoint "
             f"directory containing config.json; {path} has none"
         )
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    if config.model_type == "bert":
-        return BertModel.from_pretrained(path, config=config, local_files_only=True).float(), path
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ValueError(f"backbone {name!r}: {path / 'config.json'} cannot be read ({reason})") from None
+    if config.model_type not in ("bert", "vit"):
+        raise ValueError(
+            f"backbone {name!r}: model_type {config.model_type!r} is neither BERT-family nor ViT; use a 'bert' or "
+            f"'vit' checkpoint"
+        )
+    return path, config
+
+
+@dataclass(frozen=True)
+class BackboneOutline:
+    """What a scenario can be checked against before any weight is read."""
+
+    modality: Literal["text", "image"]
+    linear_names: frozenset[str]  # leaf names of the encoder's linear layers: what LoRA targets can name
+    hidden_size: int
+    max_positions: int | None  # tokens a text model takes (position embeddings); None for images
+    image_shape: tuple[int, int, int] | None  # (channels, height, width) an image model takes; None for text
+
+
+def outline_backbone(name: str) -> BackboneOutline:
+    """The backbone `name` (as load_backbone takes it) built from its config alone on the meta device: no weights are
+    read or allocated. A checkpoint directory must also hold its tokenizer. ValueError says what is wrong."""
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    if name in ("tiny-bert", "tiny-vit"):
+        config = ViTConfig(**TINY_VIT) if name == "tiny-vit" else BertConfig(**TINY_BERT)
+    else:
+        path, config = _checkpoint_config(name)
+        if config.model_type == "bert" and not any((path / file).is_file() for file in TOKENIZER_FILES):
+            raise ValueError(f"backbone {name!r}: {path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}); copy the "
+                             f"tokenizer files of the checkpoint beside its config.json")
+    with torch.device("meta"):
+        backbone = (ViTModel(config, add_pooling_layer=False) if config.model_type == "vit"
+                    else BertModel(config, add_pooling_layer=False))
+        encoder = SplitClassifier(backbone, 2, seed=0).encoder
+    linear_names = frozenset(module_leaf_names(encoder, nn.Linear))
     if config.model_type == "vit":
-        vit = ViTModel.from_pretrained(path, config=config, add_pooling_layer=False, local_files_only=True)
-        return vit.float(), None
-    raise ValueError(
-        f"backbone {name!r}: model_type {config.model_type!r} is neither BERT-family nor ViT; use a 'bert' or 'vit' "
-        f"checkpoint"
-    )
+        shape = (config.num_channels, config.image_size, config.image_size)
+        return BackboneOutline("image", linear_names, config.hidden_size, None, shape)
+    return BackboneOutline("text", linear_names, config.hidden_size, config.max_position_embeddings, None)
+
+
+def module_leaf_names(module: nn.Module, kind: type[nn.Module] = nn.Module) -> set[str]:
+    """The last dotted component of the names of `module`'s submodules of type `kind` ('query', 'dense', ...): what
+    peft's target_modules match."""
+    return {name.rsplit(".", 1)[-1] for name, sub in module.named_modules() if name and isinstance(sub, kind)}
 
 
 def load_backbone(

@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,25 +42,29 @@ GLUE_LABEL_NAMES = ("entailment", "not_entailment")  # GLUE's convention: sorted
 TABLE_SUFFIXES = (".tsv", ".tsv.gz", ".csv", ".csv.gz", ".parquet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_DIRICHLET_TRIES = 1000
+MAX_LABELS = 10_000  # the head is hidden_size × num_labels: a stray id like 10**9 must not allocate it
 
 
 @dataclass(frozen=True)
 class TextClassificationData:
-    """Raw sentences (and, for pair tasks, their second sentences) with integer labels in [0, num_labels)."""
+    """Raw sentences (and, for pair tasks, their second sentences) with integer labels in [0, num_labels);
+    `label_names[i]` names label i where the file gave names rather than integers."""
 
     texts: list[str]
     labels: np.ndarray
     num_labels: int
     pairs: list[str] | None = None
+    label_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class ImageClassificationData:
-    """Images (N, C, H, W) float32 with integer labels in [0, num_labels)."""
+    """Images (N, C, H, W) float32 with integer labels in [0, num_labels); `label_names` as for text."""
 
     images: np.ndarray
     labels: np.ndarray
     num_labels: int
+    label_names: tuple[str, ...] | None = None
 
 
 Dataset = TextClassificationData | ImageClassificationData
@@ -110,18 +116,35 @@ def load_dataset(name: str, split: str) -> Dataset:
     return _read_npz(path) if path.suffix == ".npz" else _read_table(path)
 
 
+def load_splits(name: str) -> tuple[Dataset, Dataset]:
+    """Train and dev splits of `name` (as load_dataset) sharing one label vocabulary: names are numbered over both
+    splits, so a class missing from one split keeps its id, and num_labels covers both."""
+    train, dev = load_dataset(name, "train"), load_dataset(name, "dev")
+    if (train.label_names is None) != (dev.label_names is None):
+        raise ValueError(f"dataset {name}: labels are integers in one split and names in the other; use one kind")
+    if train.label_names is not None and train.label_names != dev.label_names:
+        names = _label_order(set(train.label_names) | set(dev.label_names))
+        train, dev = _renamed(train, names), _renamed(dev, names)
+    num_labels = max(train.num_labels, dev.num_labels)
+    return replace(train, num_labels=num_labels), replace(dev, num_labels=num_labels)
+
+
+def _renamed(data: Dataset, names: list[str]) -> Dataset:
+    assert data.label_names is not None
+    ids = np.array([names.index(name) for name in data.label_names], dtype=np.int64)
+    return replace(data, labels=ids[data.labels], label_names=tuple(names), num_labels=max(len(names), 2))
+
+
+def _label_order(names: set[str]) -> list[str]:
+    """Sorted, except GLUE's entailment / not_entailment, which keep GLUE's ids."""
+    return list(GLUE_LABEL_NAMES) if names <= set(GLUE_LABEL_NAMES) else sorted(names)
+
+
 def _read_table(path: Path) -> TextClassificationData:
     """A GLUE-style table with a header row; text and label columns found by their GLUE names."""
     if not path.name.endswith(TABLE_SUFFIXES):
         raise ValueError(f"{path}: unknown table format; use one of {', '.join(TABLE_SUFFIXES)} or .npz")
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path).astype(str)
-    else:
-        # QUOTE_NONE for TSV: GLUE sentences contain bare quote characters that are text, not quoting. utf-8-sig
-        # drops MRPC's byte-order mark.
-        tsv = ".tsv" in path.suffixes
-        frame = pd.read_csv(path, sep="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
-                            keep_default_na=False, dtype=str, encoding="utf-8-sig")
+    frame = _read_frame(path)
     columns = set(frame.columns)
     text = next(((a, b) for a, b in TEXT_COLUMNS if a in columns and (b is None or b in columns)), None)
     label = next((column for column in LABEL_COLUMNS if column in columns), None)
@@ -130,34 +153,69 @@ def _read_table(path: Path) -> TextClassificationData:
             f"{path}: needs a header row with columns sentence and label (or sentence1,sentence2 / question,sentence "
             f"/ #1 String,#2 String for pairs), found {list(frame.columns)}"
         )
-    labels, num_labels = _label_ids(frame[label], path)
+    labels, num_labels, names = _label_ids(frame[label], path)
     first, second = text
     pairs = None if second is None else frame[second].str.strip().tolist()
-    return TextClassificationData(frame[first].str.strip().tolist(), labels, num_labels, pairs)
+    return TextClassificationData(frame[first].str.strip().tolist(), labels, num_labels, pairs, names)
 
 
-def _label_ids(column: pd.Series, path: Path) -> tuple[np.ndarray, int]:
-    """Integer labels as they are; label names mapped to ids in sorted order (GLUE's entailment = 0)."""
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The table as strings, or a one-line ValueError saying why the file cannot be read."""
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path).astype(str)
+        # QUOTE_NONE for TSV: GLUE sentences contain bare quote characters that are text, not quoting. utf-8-sig
+        # drops MRPC's byte-order mark.
+        tsv = ".tsv" in path.suffixes
+        return pd.read_csv(path, sep="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,
+                           keep_default_na=False, dtype=str, encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty; it needs a header row and one row per sample") from None
+    except (ValueError, OSError, EOFError, zlib.error) as exc:  # pandas' ParserError and pyarrow's errors too
+        raise ValueError(f"{path}: cannot be read as a {''.join(path.suffixes[-2:])} table ({_reason(exc)}); fix or "
+                         f"re-export the file") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A reader's error message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _label_ids(column: pd.Series, path: Path) -> tuple[np.ndarray, int, tuple[str, ...] | None]:
+    """Integer labels as they are; label names mapped to ids in sorted order (GLUE's entailment = 0), and returned."""
     numbers = pd.to_numeric(column, errors="coerce")
     if not numbers.isna().any():
-        if (numbers < 0).any() or (numbers % 1 != 0).any():
-            raise ValueError(f"{path}: column {column.name} must hold non-negative integers (0, 1, ...) or names")
+        bad = (numbers < 0) | (numbers % 1 != 0) | (numbers >= MAX_LABELS)
+        if bad.any():
+            raise ValueError(f"{path}: column {column.name} must hold non-negative integers below {MAX_LABELS} or "
+                             f"names, got {column[bad].iloc[0]!r}")
         labels = numbers.to_numpy(dtype=np.int64)
-        return labels, max(int(labels.max(initial=0)) + 1, 2)
-    names = sorted(set(column))
-    if "" in names:
-        raise ValueError(f"{path}: column {column.name} has empty labels; every row needs a label")
-    names = list(GLUE_LABEL_NAMES) if set(names) <= set(GLUE_LABEL_NAMES) else names
+        return labels, max(int(labels.max(initial=0)) + 1, 2), None
+    if (column.str.strip() == "").any():
+        row = int(np.flatnonzero((column.str.strip() == "").to_numpy())[0]) + 1
+        raise ValueError(f"{path}: column {column.name} has empty labels (first in data row {row}); every row needs a "
+                         f"label")
+    names = _label_order(set(column))
+    if len(names) > MAX_LABELS:
+        raise ValueError(f"{path}: column {column.name} has {len(names)} distinct labels, more than {MAX_LABELS}; "
+                         f"is it the label column?")
     ids = {name: index for index, name in enumerate(names)}
-    return column.map(ids).to_numpy(dtype=np.int64), max(len(names), 2)
+    return column.map(ids).to_numpy(dtype=np.int64), max(len(names), 2), tuple(names)
 
 
 def _read_npz(path: Path) -> ImageClassificationData:
-    with np.load(path) as archive:
-        if not {"images", "labels"} <= set(archive.files):
-            raise ValueError(f"{path}: an image .npz needs arrays 'images' (N, H, W[, C]) and 'labels' (N,), "
-                             f"found {archive.files}")
-        images, labels = archive["images"], archive["labels"]
+    try:
+        with np.load(path) as archive:  # a plain .npy array is no context manager: TypeError
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable .npz archive ({_reason(exc)}); save it with "
+                         f"numpy.savez(path, images=..., labels=...)") from None
+    if not {"images", "labels"} <= set(arrays):
+        raise ValueError(f"{path}: an image .npz needs arrays 'images' (N, H, W[, C]) and 'labels' (N,), "
+                         f"found {sorted(arrays)}")
+    images, labels = arrays["images"], arrays["labels"]
     if images.ndim not in (3, 4) or len(images) != len(labels) or labels.ndim != 1:
         raise ValueError(f"{path}: 'images' must be (N, H, W) or (N, H, W, C) and 'labels' (N,) with the same N; got "
                          f"{images.shape} and {labels.shape}")
@@ -179,13 +237,17 @@ def _read_image_folder(root: Path) -> ImageClassificationData:
                          f"{'/'.join(IMAGE_SUFFIXES)} images")
     images = []
     for _, file in files:
-        with Image.open(file) as image:
-            images.append(np.asarray(image))
+        try:
+            with Image.open(file) as image:
+                images.append(np.asarray(image))
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f"{file}: not a readable image ({_reason(exc)}); replace or remove it") from None
         if images[-1].shape != images[0].shape:
             raise ValueError(f"{file}: shape {images[-1].shape} differs from {files[0][1]}'s {images[0].shape}; "
                              f"resize the images to one size")
     labels = np.array([label for label, _ in files], dtype=np.int64)
-    return ImageClassificationData(_channels_first(np.stack(images)), labels, len(classes))
+    return ImageClassificationData(_channels_first(np.stack(images)), labels, len(classes),
+                                   tuple(folder.name for folder in classes))
 
 
 def _channels_first(images: np.ndarray) -> np.ndarray:
@@ -199,9 +261,9 @@ def subset(data: Dataset, indices: Sequence[int] | np.ndarray) -> Dataset:
     """The samples at `indices`, in that order, keeping num_labels (a shard may miss classes)."""
     indices = np.asarray(indices, dtype=np.int64)
     if isinstance(data, ImageClassificationData):
-        return ImageClassificationData(data.images[indices], data.labels[indices], data.num_labels)
+        return replace(data, images=data.images[indices], labels=data.labels[indices])
     pairs = None if data.pairs is None else [data.pairs[i] for i in indices]
-    return TextClassificationData([data.texts[i] for i in indices], data.labels[indices], data.num_labels, pairs)
+    return replace(data, texts=[data.texts[i] for i in indices], labels=data.labels[indices], pairs=pairs)
 
 
 def encode(data: Dataset, tokenizer: PreTrainedTokenizerBase | None, max_length: int) -> EncodedData:
@@ -266,6 +328,22 @@ def _check_clients(num_samples: int, num_clients: int) -> None:
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
     if num_samples < num_clients:
         raise ValueError(f"num_samples ({num_samples}) must be >= num_clients ({num_clients}) so no shard is empty")
+
+
+def client_shards(labels: np.ndarray, clients: int, samples_per_client: int, partition: str, alpha: float,
+                  seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The training samples the clients get (indices into `labels`, drawn at random) and each client's shard of them
+    (indices into that draw), IID or Dirichlet(alpha); reproducible from `seed`, so a check before the run sees the
+    run's own draw. ValueError when there are too few samples or no Dirichlet draw fills every shard."""
+    wanted = clients * samples_per_client
+    if wanted > len(labels):
+        raise ValueError(f"clients × samples_per_client = {wanted} exceeds the {len(labels)} training samples; "
+                         f"lower either")
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(labels))[:wanted]
+    if partition == "iid":
+        return chosen, partition_iid(wanted, clients, rng)
+    return chosen, partition_dirichlet(labels[chosen], clients, alpha, rng)
 
 
 def partition_iid(num_samples: int, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 
-from models.backbone import SplitClassifier
+from models.backbone import SplitClassifier, module_leaf_names
 
 
 def add_lora(
@@ -25,8 +25,7 @@ def add_lora(
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.encoder.named_modules()}
-    missing = sorted(set(target_modules) - leaves)
+    missing = sorted(set(target_modules) - module_leaf_names(model.encoder))
     if not target_modules or missing:
         raise ValueError(
             f"target_modules {list(target_modules)!r}: {missing or 'empty'} not in the encoder; "

@@ -79,3 +79,22 @@ def test_learning_mode_and_its_own_fields():
     assert (split.mode, split.server_optimizer) == ("split", "adam")
     assert problems({"learning": {"mode": "split", "server_optimizer": "adamw"}}) == [
         "learning.server_optimizer: must be one of 'sgd' or 'adam', got 'adamw'"]
+
+
+def test_choosing_another_kind_replaces_the_table():
+    """`--set scheduler.name=X` on a file whose scheduler has other fields (README's own example), in any order."""
+    default = ROOT / "scenarios" / "default.toml"
+    assert load_scenario(default, ["scheduler.name=all-in"]).scheduler.name == "all-in"
+    lyapunov = load_scenario(default, ["scheduler.tau_bar_s=0.5", "scheduler.name=lyapunov"]).scheduler
+    assert (lyapunov.name, lyapunov.tau_bar_s) == ("lyapunov", 0.5)
+    assert load_scenario(default, ["scheduler.name=random", "scheduler.participants=3"]).scheduler.participants == 3
+    assert load_scenario(default, ["scheduler.name=random"]).scheduler.participants == 10  # same kind: kept
+    assert load_scenario(default, ["mobility.network.kind=grid"]).mobility.network.edge_length_m == 200.0
+    with pytest.raises(ScenarioError, match=r"mobility\.network\.path: required; add it"):
+        load_scenario(default, ["mobility.network.kind=file"])
+
+
+def test_byte_order_mark_is_skipped(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[simulation]\nrounds = 3\n")
+    assert load_scenario(path).simulation.rounds == 3

@@ -11,10 +11,10 @@ import numpy as np
 
 from cosim.federation.task import Task
 from cosim.payload import WIRE_BITS, Leg, Payload
-from cosim.scenario import LearningConfig, ScenarioError
+from cosim.scenario import LearningConfig
 from models.aggregate import fedavg, hetlora
 from models.backbone import SplitClassifier, load_backbone
-from models.data import EncodedData, encode, load_dataset, partition_dirichlet, partition_iid, subset
+from models.data import EncodedData, client_shards, encode, load_splits, subset
 from models.device import compute_dtype, store_frozen
 from models.evaluate import evaluate
 from models.lora import RankProfile, add_lora, rank_profile, trainable_state
@@ -34,22 +34,14 @@ class LearningSetup:
 
     @classmethod
     def load(cls, cfg: LearningConfig, seed: int) -> LearningSetup:
-        model, tokenizer = load_backbone(cfg.model, num_labels=2, seed=seed)
+        train, held_out = load_splits(cfg.dataset)
+        model, tokenizer = load_backbone(cfg.model, num_labels=train.num_labels, seed=seed)
         model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                          target_modules=cfg.lora_targets)
         store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
-        rng = np.random.default_rng(seed)
-        train = load_dataset(cfg.dataset, "train")
-        wanted = cfg.clients * cfg.samples_per_client
-        if wanted > len(train.labels):
-            raise ScenarioError("scenario", [f"learning.clients × learning.samples_per_client = {wanted} exceeds the "
-                                             f"{len(train.labels)} training samples of {cfg.dataset}; lower either"])
-        train = subset(train, rng.permutation(len(train.labels))[:wanted])
-        if cfg.partition == "iid":
-            shards = partition_iid(wanted, cfg.clients, rng)
-        else:
-            shards = partition_dirichlet(train.labels, cfg.clients, cfg.dirichlet_alpha, rng)
-        held_out = load_dataset(cfg.dataset, "dev")
+        chosen, shards = client_shards(train.labels, cfg.clients, cfg.samples_per_client, cfg.partition,
+                                       cfg.dirichlet_alpha, seed)
+        train = subset(train, chosen)
         held_out = subset(held_out, np.arange(min(cfg.eval_samples, len(held_out.labels))))
         return cls(model, encode(train, tokenizer, cfg.max_length), list(shards),
                    encode(held_out, tokenizer, cfg.max_length),

@@ -9,7 +9,6 @@ from cosim.schedulers.base import (
     SchedulerConfig,
     make_scheduler,
     register,
-    scheduler_config_class,
     scheduler_config_union,
     scheduler_names,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "SchedulerConfig",
     "make_scheduler",
     "register",
-    "scheduler_config_class",
     "scheduler_config_union",
     "scheduler_names",
 ]

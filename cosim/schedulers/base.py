@@ -85,9 +85,9 @@ class Scheduler(Protocol):
 
 
 class SchedulerConfig(BaseModel):
-    """Base of every scheduler's own config table; `name` is the registry key."""
+    """Base of every scheduler's own config table; `name` is the registry key. Strict and finite like every table."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     name: str
 
 
@@ -108,11 +108,6 @@ def register(config: type[SchedulerConfig]) -> Callable[[Factory], Factory]:
 
 def scheduler_names() -> list[str]:
     return sorted(_REGISTRY)
-
-
-def scheduler_config_class(name: str) -> type[SchedulerConfig] | None:
-    entry = _REGISTRY.get(name)
-    return entry[0] if entry else None
 
 
 def scheduler_config_union() -> Any:
