@@ -44,6 +44,7 @@ class SimulationConfig(Section):
     round_deadline_s: Positive = 10.0
     mobility_tick_s: Positive = 1.0
     start_s: NonNegative = 120.0  # SUMO warm-up: the first round starts once the network has filled
+    checkpoint_every_rounds: int = Field(1, ge=0)  # what `cosim run --resume` continues from; 0: never
 
 
 class ChannelConfig(Section):
