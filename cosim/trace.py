@@ -125,7 +125,7 @@ class TraceWriter:
         syncs the streams to disk first, as a checkpoint that records their lengths needs."""
         for name, rows in self.rows.items():
             if rows:
-                batch = pa.RecordBatch.from_pandas(frame(name, rows), schema=ARROW_SCHEMA[name], preserve_index=False)
+                batch = pa.RecordBatch.from_pylist(rows, schema=ARROW_SCHEMA[name])
                 self._streams[name].write(batch.serialize().to_pybytes())
             self._streams[name].flush()
             if durable:
