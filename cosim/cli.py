@@ -96,6 +96,9 @@ def _resumed_scenario(args: argparse.Namespace) -> Scenario:
         manifest = read_manifest(args.resume)
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{args.resume} is not a readable run directory ({exc}); check the path") from None
+    if "scenario_input" not in manifest:
+        raise RunDirError(f"{args.resume} was written by an earlier version that saved no checkpoints; run it again "
+                          "with --overwrite")
     return parse_scenario(manifest["scenario_input"], f"{args.resume}/manifest.json")
 
 

@@ -67,8 +67,10 @@ def run_scenario(scenario: Scenario, out_dir: Path, on_round: Callable[[RoundSum
     one-line error; re-raised), set-up included."""
     wall_start = time.perf_counter()
     torch.manual_seed(scenario.seed)
-    saved = _resumable(out_dir, scenario) if resume else None
-    trace = _open_trace(scenario, out_dir, saved)
+    saved, skipped = _resumable(out_dir, scenario) if resume else (None, [])
+    if saved is None:  # starting from round 0: no checkpoint of an earlier run in this directory may be used later
+        shutil.rmtree(Path(out_dir) / checkpoint.DIRECTORY, ignore_errors=True)
+    trace = _open_trace(scenario, out_dir, saved, skipped if resume else None)
     status, ending = "failed", {}
     replay: _Replay | None = None
     try:
@@ -108,8 +110,9 @@ def run_scenario(scenario: Scenario, out_dir: Path, on_round: Callable[[RoundSum
     return trace
 
 
-def _resumable(out_dir: Path, scenario: Scenario) -> checkpoint.Checkpoint | None:
-    """The checkpoint to resume `out_dir` from (None: from the start), after checking that it may be resumed."""
+def _resumable(out_dir: Path, scenario: Scenario) -> tuple[checkpoint.Checkpoint | None, list[str]]:
+    """The checkpoint to resume `out_dir` from (None: from the start) and the damaged ones skipped, after checking
+    that the run may be resumed."""
     try:
         manifest = read_manifest(out_dir)
     except (OSError, ValueError) as exc:
@@ -123,23 +126,26 @@ def _resumable(out_dir: Path, scenario: Scenario) -> checkpoint.Checkpoint | Non
     if manifest.get("scenario_hash") != scenario_hash(scenario):
         raise RunDirError(f"{out_dir} was started with another scenario; resume it without a scenario argument "
                           "(or with the same file and --set overrides)")
-    saved, _ = checkpoint.load_latest(out_dir)
-    return saved
+    return checkpoint.load_latest(out_dir)
 
 
-def _open_trace(scenario: Scenario, out_dir: Path, saved: checkpoint.Checkpoint | None) -> TraceWriter:
+def _open_trace(scenario: Scenario, out_dir: Path, saved: checkpoint.Checkpoint | None,
+                skipped: list[str] | None) -> TraceWriter:
+    """The run's writer and first manifest; `skipped` is None for a new run, else the resumed run's damaged
+    checkpoints, noted in the manifest with where it resumed from."""
     manifest: dict[str, Any] = {
         "scenario": scenario.model_dump(mode="json"),
         "scenario_input": scenario.model_dump(mode="json", exclude_unset=True),
         "scenario_hash": scenario_hash(scenario), "seed": scenario.seed, "versions": package_versions(),
         "status": "running", "rounds_completed": saved.next_round if saved else 0, **process_identity(),
     }
-    if Path(out_dir, "manifest.json").is_file():  # resuming: keep what the earlier process recorded
+    if skipped is not None:  # keep what the earlier processes recorded
         previous = read_manifest(out_dir)
         for key in ("error", "signal", "wall_time_s"):
             previous.pop(key, None)
         manifest = {**previous, **manifest, "resumed_from_round": [*previous.get("resumed_from_round", []),
-                                                                   saved.next_round if saved else 0]}
+                                                                   saved.next_round if saved else 0],
+                    "damaged_checkpoints": [*previous.get("damaged_checkpoints", []), *skipped]}
     trace = TraceWriter(out_dir, manifest, lengths=saved.lengths if saved else None)
     trace.write_manifest()
     return trace
@@ -147,7 +153,7 @@ def _open_trace(scenario: Scenario, out_dir: Path, saved: checkpoint.Checkpoint 
 
 def _simulate(scenario: Scenario, trace: TraceWriter, task: FederatedTask | SplitTask | _Replay,
               after_round: Callable[[RoundSummary], None]) -> None:
-    with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed) as mobility:
+    with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed, trace.out_dir) as mobility:
         rsus = place_rsus(scenario.rsu, mobility.bounds(), mobility.net_file)
         if mobility.net_file is not None:
             trace.manifest["uncovered_lane_fraction"] = network_uncovered_fraction(rsus, mobility.net_file)

@@ -58,9 +58,11 @@ class SumoMobility:
         scale: float = 1.0,
         gui: bool = False,
         remote: tuple[str, int] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         """`files` is None only with `remote` (a SUMO started elsewhere, with its own inputs); `gui` launches
-        sumo-gui and `remote` attaches to host:port, both through TraCI."""
+        sumo-gui and `remote` attaches to host:port, both through TraCI. SUMO's error log lives in `log_dir` (e.g.
+        the run directory; default the system's temporary folder) until close()."""
         if remote is None and files is None:
             raise MobilityError("SumoMobility needs SUMO files unless it attaches to a remote SUMO")
         paths = [("net", files.net), *(("routes", p) for p in files.routes),
@@ -86,7 +88,7 @@ class SumoMobility:
         self._backend = backend
         self._closed = False
         self.net_file = Path(files.net) if files else None
-        log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log")
+        log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log", dir=log_dir)
         os.close(log_fd)
         self._error_log = Path(log_name)
         cmd: list[str] = []

@@ -52,12 +52,11 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize(("killed_after", "damage_newest", "resumed_from"),
-                         [(0, False, 0), (2, False, 2), (3, True, 2)])
+@pytest.mark.parametrize(("killed_after", "damage_newest", "resumed_from"), [(2, False, 2), (3, True, 2)])
 def test_resume_after_sigkill_gives_the_uninterrupted_tables(uninterrupted, tmp_path, killed_after, damage_newest,
                                                              resumed_from):
-    """Killed before any checkpoint (starts again), between checkpoints (round 2 is on disk past the checkpoint and
-    is cut back), and right after one whose file is then damaged (the one before is used)."""
+    """Killed between checkpoints (round 2 is on disk past the checkpoint and is cut back), and right after one
+    whose file is then damaged (the one before is used)."""
     out = tmp_path / "run"
     child = subprocess.run([sys.executable, "-c", KILLED_AFTER, str(TINY), str(out), str(killed_after), *SETTINGS],
                            env=child_env(), capture_output=True, text=True)
@@ -65,15 +64,31 @@ def test_resume_after_sigkill_gives_the_uninterrupted_tables(uninterrupted, tmp_
     killed = read_run(out)  # the streams of a killed run are readable as they are
     assert killed["manifest"]["status"] == "killed" and len(killed["rounds"]) == killed_after + 1
     assert main(["status", str(out)]) == 1
+    assert list(out.glob("sumo-errors-*.log"))  # SUMO's error log is left in the run, not in the temporary folder
     if damage_newest:
         newest = max((out / "checkpoints").iterdir())
         newest.write_bytes(newest.read_bytes()[:-64])
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     manifest = read_manifest(out)
     assert manifest["status"] == "complete" and manifest["resumed_from_round"] == [resumed_from]
+    assert len(manifest["damaged_checkpoints"]) == damage_newest
     assert_same_tables(out, uninterrupted)
     assert not list(out.glob("*.arrows")) and not (out / "checkpoints").exists()
     assert main(["run", "--resume", str(out), "--quiet"]) == 2  # complete: nothing to resume
+
+
+def test_interrupted_before_any_checkpoint_starts_again(uninterrupted, tmp_path):
+    scenario = load_scenario(TINY, SETTINGS)
+
+    def stop(summary):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.run_scenario(scenario, tmp_path, stop)
+    assert read_manifest(tmp_path)["signal"] == "SIGINT" and len(read_run(tmp_path)["rounds"]) == 1
+    assert main(["run", "--resume", str(tmp_path), "--quiet"]) == 0
+    assert read_manifest(tmp_path)["resumed_from_round"] == [0]
+    assert_same_tables(tmp_path, uninterrupted)
 
 
 def test_sigterm_leaves_an_interrupted_readable_run(tmp_path):
