@@ -7,7 +7,9 @@ import io
 import itertools
 import os
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
@@ -39,6 +41,22 @@ def _import_libsumo() -> Any:
     with contextlib.redirect_stdout(io.StringIO()):
         import libsumo
     return libsumo
+
+
+@contextlib.contextmanager
+def _fd_stderr_to(path: Path) -> Iterator[None]:
+    """Meanwhile, the process's own stderr (file descriptor 2) appends to `path`: libsumo prints the errors of
+    loading a network there, before SUMO's --error-log takes over, and its exception then says only "Process
+    Error"."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class SumoMobility:
@@ -140,7 +158,8 @@ class SumoMobility:
             libsumo = _import_libsumo()
             errors: tuple[type[BaseException], ...] = (libsumo.TraCIException, libsumo.FatalTraCIError)
             try:
-                libsumo.start(cmd)
+                with _fd_stderr_to(self._error_log):
+                    libsumo.start(cmd)
             except errors as exc:
                 with contextlib.suppress(*errors):
                     libsumo.close()
