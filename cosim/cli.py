@@ -77,7 +77,22 @@ def _run(args: argparse.Namespace) -> int:
     except (ScenarioError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.resume is not None and _finished(out_dir):
+        return 0
     return _execute(scenario, out_dir, args)
+
+
+def _finished(run_dir: Path) -> bool:
+    """A complete run asked to resume: say so with its summary (nothing to do is not an error for a script that
+    resumes whatever did not finish)."""
+    from cosim.trace import read_manifest, read_table
+
+    manifest = read_manifest(run_dir)
+    if manifest["status"] != "complete":
+        return False
+    print(summary_table(read_table(run_dir, "rounds"), read_table(run_dir, "handovers"), manifest))
+    print(f"{run_dir} is complete; nothing to resume (--overwrite without --resume runs it again)")
+    return True
 
 
 def _resumed_scenario(args: argparse.Namespace) -> Scenario:

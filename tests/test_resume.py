@@ -74,7 +74,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_tables(uninterrupted, tmp_
     assert len(manifest["damaged_checkpoints"]) == damage_newest
     assert_same_tables(out, uninterrupted)
     assert not list(out.glob("*.arrows")) and not (out / "checkpoints").exists()
-    assert main(["run", "--resume", str(out), "--quiet"]) == 2  # complete: nothing to resume
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0  # complete: nothing to resume, and no change
+    assert_same_tables(out, uninterrupted)
 
 
 def test_interrupted_before_any_checkpoint_starts_again(uninterrupted, tmp_path):
