@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -44,6 +45,7 @@ SCHEMA: dict[str, dict[str, str]] = {
                  "speed_mps": "float64", "rsu": "int64", "battery_j": "float64"},
 }
 STREAM_SUFFIX = ".arrows"
+ROW_GROUP_ROWS = 1 << 20  # parquet row group of a consolidated table
 MANIFEST = "manifest.json"
 
 PACKAGES = ("iov-cosim", "numpy", "scipy", "pandas", "pyarrow", "simpy", "pydantic", "torch", "transformers",
@@ -139,13 +141,24 @@ class TraceWriter:
         atomic_write_bytes(self.out_dir / MANIFEST, text.encode())
 
     def consolidate(self, keep_streams: bool) -> None:
-        """Write every table once as `<table>.parquet` (atomically, one row group of contiguous columns, so the bytes
-        depend only on the rows); the streams are removed unless `keep_streams` (a run that may be resumed)."""
+        """Write every table once as `<table>.parquet`, atomically, in row groups of exactly ROW_GROUP_ROWS rows (the
+        last one shorter), so that the bytes depend only on the rows, not on how rounds cut them into batches, and
+        memory holds one row group; the streams are removed unless `keep_streams` (a run that may be resumed)."""
         self.close()
         for name in SCHEMA:
-            sink = pa.BufferOutputStream()
-            pq.write_table(read_stream(self.stream_path(name), name).combine_chunks(), sink)
-            atomic_write_bytes(self.out_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
+            target = self.out_dir / f"{name}.parquet"
+            tmp = target.with_name(f".{target.name}.tmp")
+            with pq.ParquetWriter(tmp, ARROW_SCHEMA[name]) as writer:
+                pending: list[pa.RecordBatch] = []
+                for batch in stream_batches(self.stream_path(name)):
+                    pending.append(batch)
+                    while sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                        rows = pa.Table.from_batches(pending).combine_chunks()
+                        writer.write_table(rows.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                        pending = rows.slice(ROW_GROUP_ROWS).to_batches()
+                writer.write_table(pa.Table.from_batches(pending, ARROW_SCHEMA[name]).combine_chunks(),
+                                   row_group_size=ROW_GROUP_ROWS)
+            os.replace(tmp, target)
             if not keep_streams:
                 self.stream_path(name).unlink()
 
@@ -158,18 +171,21 @@ class TraceWriter:
         return read_table(self.out_dir, name)
 
 
-def read_stream(path: Path, name: str) -> pa.Table:
-    """A table's stream up to its last whole batch (a batch torn by a crash ends it); empty if there is none."""
-    batches: list[pa.RecordBatch] = []
+def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """A table's stream, batch by batch, up to its last whole batch (a batch torn by a crash ends it)."""
     try:
         reader = pa.ipc.open_stream(pa.memory_map(str(path)))
         while True:
-            batches.append(reader.read_next_batch())
+            yield reader.read_next_batch()
     except StopIteration:
-        pass
+        return
     except (OSError, pa.ArrowInvalid):
-        pass  # torn at the end: keep the whole batches before it
-    return pa.Table.from_batches(batches, schema=ARROW_SCHEMA[name])
+        return  # torn at the end (or in the schema header of a stream just created): the whole batches before it
+
+
+def read_stream(path: Path, name: str) -> pa.Table:
+    """A table's stream up to its last whole batch; empty if there is none."""
+    return pa.Table.from_batches(list(stream_batches(path)), schema=ARROW_SCHEMA[name])
 
 
 def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:

@@ -4,10 +4,12 @@ and checkpoints that detect their own damage."""
 import itertools
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from cosim import checkpoint
+from cosim import trace as trace_module
 from cosim.trace import SCHEMA, TraceWriter, read_run, read_table
 
 
@@ -54,8 +56,11 @@ def test_torn_last_batch_is_ignored_and_cut_on_resume(tmp_path):
     assert not list(tmp_path.glob("*.arrows")) and run["manifest"]["status"] == "running"
 
 
-def test_consolidated_parquet_depends_only_on_the_rows(tmp_path):
-    """One flush per round or one for all: the same parquet bytes, so a resumed run can match an uninterrupted one."""
+@pytest.mark.parametrize("row_group_rows", [4, trace_module.ROW_GROUP_ROWS])
+def test_consolidated_parquet_depends_only_on_the_rows(tmp_path, monkeypatch, row_group_rows):
+    """One flush per round or one for all: the same parquet bytes, so a resumed run can match an uninterrupted one;
+    row groups are cut at fixed row counts whatever the batches."""
+    monkeypatch.setattr(trace_module, "ROW_GROUP_ROWS", row_group_rows)
     written(tmp_path / "a", [0, 1, 2]).consolidate(keep_streams=False)
     trace = TraceWriter(tmp_path / "b", {})
     trace.add("handovers", [handover(10 * r + i) for r in range(3) for i in range(3)])
@@ -64,6 +69,11 @@ def test_consolidated_parquet_depends_only_on_the_rows(tmp_path):
     for name in SCHEMA:
         assert (tmp_path / "a" / f"{name}.parquet").read_bytes() == (tmp_path / "b" / f"{name}.parquet").read_bytes()
     assert (tmp_path / "b" / "handovers.arrows").is_file()
+    groups = pq.ParquetFile(tmp_path / "a" / "handovers.parquet").metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == (
+        [4, 4, 1] if row_group_rows == 4 else [9])
+    assert list(read_run(tmp_path / "a")["handovers"]["vehicle"]) == [f"v{10 * r + i}" for r in range(3)
+                                                                      for i in range(3)]
 
 
 def test_shorter_stream_than_checkpoint_is_refused(tmp_path):
