@@ -19,7 +19,7 @@ from cosim.trace import SCHEMA, read_manifest, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.toml"
-SETTINGS = ["simulation.rounds=6", "simulation.checkpoint_every_rounds=2"]
+SETTINGS = ["simulation.rounds=5", "simulation.checkpoint_every_rounds=2"]
 # run_scenario in a child process that SIGKILLs itself once round k has ended (after that round's checkpoint)
 KILLED_AFTER = """
 import os, signal, sys
