@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,11 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cosim", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a scenario and write its traces")
-    run.add_argument("scenario", type=Path)
-    run.add_argument("--out", type=Path, help="run directory (default: runs/<name>-seed<seed>)")
+    run.add_argument("scenario", type=Path, nargs="?", help="scenario .toml (optional with --resume)")
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<name>-seed<seed>-<scenario hash>)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario field, e.g. --set simulation.rounds=5 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="continue an interrupted, failed or killed run from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in the run directory")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
+    status = commands.add_parser("status", help="how a run directory's run stands (running, complete, ... killed)")
+    status.add_argument("run_dir", type=Path)
     validate = commands.add_parser("validate", help="check a scenario file and report every problem")
     validate.add_argument("scenario", type=Path)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -37,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to record from simulation.start_s, every mobility tick (default 600)")
     record.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "status":
+        return _status(args.run_dir)
     try:
         scenario = load_scenario(args.scenario, args.overrides)
         check_scenario(scenario, str(args.scenario), learning=args.command != "mobility")  # before anything heavy
@@ -48,22 +59,79 @@ def main(argv: list[str] | None = None) -> int:
               f"scheduler {scenario.scheduler.name}, model {scenario.learning.model}, dataset "
               f"{scenario.learning.dataset})")
         return 0
-    if args.command == "mobility":
-        return _record(scenario, args.out, args.duration)
-    return _run(scenario, args.out or Path("runs") / f"{scenario.name}-seed{scenario.seed}", quiet=args.quiet)
+    return _record(scenario, args.out, args.duration)
 
 
-def _run(scenario: Scenario, out_dir: Path, quiet: bool) -> int:
+def _run(args: argparse.Namespace) -> int:
+    """`cosim run`: bad input (scenario, run directory) exits 2, an interruption 130 (SIGINT) or 128 + the signal,
+    any other failure 1; each with one line on stderr (the traceback too under --debug)."""
+    from cosim.rundir import RunDirError, default_run_dir, prepare_new
+
+    try:
+        if args.resume is not None:
+            scenario = _resumed_scenario(args)
+            out_dir = args.resume
+        else:
+            if args.scenario is None:
+                raise RunDirError("a scenario file is needed (or --resume RUN_DIR)")
+            scenario = load_scenario(args.scenario, args.overrides)
+            out_dir = args.out or default_run_dir(scenario)
+            prepare_new(out_dir, args.overwrite)
+    except (ScenarioError, RunDirError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.resume is not None and _finished(out_dir):
+        return 0
+    return _execute(scenario, out_dir, args)
+
+
+def _finished(run_dir: Path) -> bool:
+    """A complete run asked to resume: say so with its summary (nothing to do is not an error for a script that
+    resumes whatever did not finish)."""
+    from cosim.trace import read_manifest, read_table
+
+    manifest = read_manifest(run_dir)
+    if manifest["status"] != "complete":
+        return False
+    print(summary_table(read_table(run_dir, "rounds"), read_table(run_dir, "handovers"), manifest))
+    print(f"{run_dir} is complete; nothing to resume (--overwrite without --resume runs it again)")
+    return True
+
+
+def _resumed_scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario a resumed run continues: the one it was started with, or the file given (checked against it)."""
+    from cosim.rundir import RunDirError
+    from cosim.scenario import parse_scenario
+    from cosim.trace import read_manifest
+
+    if args.out is not None or args.overwrite:
+        raise RunDirError("--resume continues RUN_DIR in place; drop --out and --overwrite")
+    if args.scenario is not None:
+        return load_scenario(args.scenario, args.overrides)
+    if args.overrides:
+        raise RunDirError("--set changes the scenario, which a resumed run cannot; drop it")
+    try:
+        manifest = read_manifest(args.resume)
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{args.resume} is not a readable run directory ({exc}); check the path") from None
+    if "scenario_input" not in manifest:
+        raise RunDirError(f"{args.resume} was written by an earlier version that saved no checkpoints; run it again "
+                          "with --overwrite")
+    return parse_scenario(manifest["scenario_input"], f"{args.resume}/manifest.json")
+
+
+def _execute(scenario: Scenario, out_dir: Path, args: argparse.Namespace) -> int:
     from tqdm import tqdm  # heavy imports only when a run is asked for
     from transformers.utils import logging as transformers_logging
 
-    from cosim.engine import run_scenario
+    from cosim.engine import Interrupted, one_line, run_scenario, signals_interrupt
     from cosim.federation import RoundSummary
+    from cosim.rundir import RunDirError
     from mobility.errors import MobilityError
 
     transformers_logging.disable_progress_bar()  # one progress bar: the run's
     accuracy = math.nan
-    with tqdm(total=scenario.simulation.rounds, desc=scenario.name, unit="round", disable=quiet) as bar:
+    with tqdm(total=scenario.simulation.rounds, desc=scenario.name, unit="round", disable=args.quiet) as bar:
 
         def on_round(summary: RoundSummary) -> None:
             nonlocal accuracy
@@ -73,16 +141,42 @@ def _run(scenario: Scenario, out_dir: Path, quiet: bool) -> int:
             bar.update()
 
         try:
-            trace = run_scenario(scenario, out_dir, on_round)
-        except (MobilityError, ScenarioError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except KeyboardInterrupt:
-            print(f"interrupted: the traces of the finished rounds are in {out_dir}", file=sys.stderr)
-            return 130
+            with signals_interrupt():
+                trace = run_scenario(scenario, out_dir, on_round, resume=args.resume is not None)
+        except KeyboardInterrupt as exc:
+            name = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
+            print(f"interrupted ({name}): the traces of the finished rounds are in {out_dir}; continue with "
+                  f"cosim run --resume {out_dir}", file=sys.stderr)
+            return 128 + signal.Signals[name].value
+        except Exception as exc:
+            if args.debug:
+                raise
+            print(f"error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+            return EXIT_BAD_INPUT if isinstance(exc, MobilityError | ScenarioError | RunDirError) else 1
     print(summary_table(trace.table("rounds"), trace.table("handovers"), trace.manifest))
     print(f"traces: {out_dir}")
     return 0
+
+
+def _status(run_dir: Path) -> int:
+    """`cosim status RUN_DIR`: one line; exit 0 if complete, 1 otherwise, 2 if it is not a run directory."""
+    from cosim.trace import read_manifest
+
+    try:
+        manifest = read_manifest(run_dir)
+    except (OSError, ValueError) as exc:
+        print(f"error: {run_dir} is not a readable run directory ({exc})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    status = manifest["status"]
+    rounds = manifest.get("scenario", {}).get("simulation", {}).get("rounds", "?")
+    line = f"{run_dir}: {status}, {manifest.get('rounds_completed', '?')}/{rounds} rounds"
+    detail = manifest.get("error") or manifest.get("signal")
+    if status == "running":
+        detail = f"process {manifest.get('pid')} on {manifest.get('hostname')}"
+    elif status == "killed":
+        detail = f"process {manifest.get('pid')} is gone; continue with cosim run --resume {run_dir}"
+    print(f"{line} ({detail})" if detail else line)
+    return 0 if status == "complete" else 1
 
 
 def _record(scenario: Scenario, out: Path, duration_s: float) -> int:

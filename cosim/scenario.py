@@ -62,6 +62,7 @@ class SimulationConfig(Section):
     round_deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
     mobility_tick_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0
     start_s: Annotated[float, Field(ge=0, le=86_400)] = 120.0  # SUMO warm-up: the first round starts once filled
+    checkpoint_every_rounds: int = Field(1, ge=0, le=100_000)  # what `cosim run --resume` continues from; 0: never
 
     @model_validator(mode="after")
     def _ticks_per_round(self) -> SimulationConfig:

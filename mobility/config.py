@@ -207,10 +207,10 @@ def sumo_files(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoFiles:
     return SumoFiles(net=net, routes=routes, additional=tuple(config.additional))
 
 
-def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int
+def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, log_dir: Path | None = None
                   ) -> SumoMobility | TraceMobility | StaticDiskMobility:
     """Start the scenario's mobility source: live SUMO on cached network and demand, a trace replay, or the static
-    disk of the seed papers."""
+    disk of the seed papers. `log_dir` holds SUMO's error log while it runs."""
     if config.source == "static-disk":
         return StaticDiskMobility(config.disk.devices, config.disk.radius_m, seed)
     if config.source == "trace":
@@ -223,7 +223,7 @@ def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int
     files = None if remote else sumo_files(config, cache_dir, seed)
     return SumoMobility(files, step_length_s=config.step_length_s, seed=seed, backend=config.backend,
                         time_to_teleport_s=config.time_to_teleport_s, scale=config.scale, gui=config.gui,
-                        remote=remote)
+                        remote=remote, log_dir=log_dir)
 
 
 def place_rsus(config: RsuConfig, bounds: tuple[float, float, float, float],

@@ -7,7 +7,9 @@ import io
 import itertools
 import os
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
@@ -41,6 +43,22 @@ def _import_libsumo() -> Any:
     return libsumo
 
 
+@contextlib.contextmanager
+def _fd_stderr_to(path: Path) -> Iterator[None]:
+    """Meanwhile, the process's own stderr (file descriptor 2) appends to `path`: libsumo prints the errors of
+    loading a network there, before SUMO's --error-log takes over, and its exception then says only "Process
+    Error"."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class SumoMobility:
     """Steps a SUMO simulation on demand and reads every vehicle's position, speed and heading once per tick."""
 
@@ -58,9 +76,11 @@ class SumoMobility:
         scale: float = 1.0,
         gui: bool = False,
         remote: tuple[str, int] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
         """`files` is None only with `remote` (a SUMO started elsewhere, with its own inputs); `gui` launches
-        sumo-gui and `remote` attaches to host:port, both through TraCI."""
+        sumo-gui and `remote` attaches to host:port, both through TraCI. SUMO's error log lives in `log_dir` (e.g.
+        the run directory; default the system's temporary folder) until close()."""
         if remote is None and files is None:
             raise MobilityError("SumoMobility needs SUMO files unless it attaches to a remote SUMO")
         paths = [("net", files.net), *(("routes", p) for p in files.routes),
@@ -86,7 +106,7 @@ class SumoMobility:
         self._backend = backend
         self._closed = False
         self.net_file = Path(files.net) if files else None
-        log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log")
+        log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log", dir=log_dir)
         os.close(log_fd)
         self._error_log = Path(log_name)
         cmd: list[str] = []
@@ -138,7 +158,8 @@ class SumoMobility:
             libsumo = _import_libsumo()
             errors: tuple[type[BaseException], ...] = (libsumo.TraCIException, libsumo.FatalTraCIError)
             try:
-                libsumo.start(cmd)
+                with _fd_stderr_to(self._error_log):
+                    libsumo.start(cmd)
             except errors as exc:
                 with contextlib.suppress(*errors):
                     libsumo.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -107,6 +107,24 @@ class SplitTrainer:
         state, as models.evaluate and models.lora.load_trainable_state expect."""
         self._check_clients([client])
         return {HEAD + name: stacked[client].detach().cpu().clone() for name, stacked in self._heads.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a round changes (global LoRA, every client's head, samples per head, the server optimiser's
+        state), for a checkpoint: load_state_dict of it continues exactly where this trainer is."""
+        return {"lora": {name: p.detach().clone() for name, p in self._lora.items()},
+                "heads": {name: p.detach().clone() for name, p in self._heads.items()},
+                "samples_trained": torch.from_numpy(self._samples_trained.copy()),
+                "server_optimizer": self._server_optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state_dict() of a trainer built with the same model, data and settings (in place, so the
+        server optimiser keeps its parameters)."""
+        with torch.no_grad():
+            for live, saved in ((self._lora, state["lora"]), (self._heads, state["heads"])):
+                for name, p in live.items():
+                    p.copy_(saved[name])
+        self._samples_trained = state["samples_trained"].numpy().copy()
+        self._server_optimizer.load_state_dict(state["server_optimizer"])
 
     @property
     def exchange(self) -> SplitExchange:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,13 @@ class FederatedTask(Task):
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.global_state, self.eval_data, dtype=self.trainer.dtype)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The learning state between rounds (local optimisers start afresh every round): for a checkpoint."""
+        return {"global_state": self.global_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.global_state = dict(state["global_state"])
+
 
 class SplitTask(Task):
     """Split federated LoRA (seed 001): embedding and head on the vehicle, LoRA encoder on the server.
@@ -128,6 +136,13 @@ class SplitTask(Task):
 
     def evaluate(self) -> tuple[float, float]:
         return self.trainer.evaluate(self.eval_data)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The learning state between rounds: for a checkpoint."""
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state)
 
 
 def make_task(cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> FederatedTask | SplitTask:
