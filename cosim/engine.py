@@ -194,11 +194,11 @@ class _Replay:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.task, name)
 
-    def train(self, clients: list[int], round_index: int) -> float:
+    def train(self, clients: list[int], round_index: int, *plan: Any) -> float:
         self.round_index = round_index
         if round_index < self.rounds:
             return float(self.outputs.at[round_index, "train_loss"])
-        return self.task.train(clients, round_index)
+        return self.task.train(clients, round_index, *plan)
 
     def evaluate(self) -> tuple[float, float]:
         if self.round_index < self.rounds:
