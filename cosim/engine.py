@@ -33,7 +33,10 @@ def run_scenario(scenario: Scenario, out_dir: Path,
                 majority_rate=task.majority_rate)
     status = "interrupted"
     try:
-        with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed) as mobility:
+        sim = scenario.simulation
+        window_s = (sim.start_s, sim.start_s + sim.rounds * sim.round_deadline_s)
+        with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed, window_s=window_s,
+                           rsu=scenario.rsu) as mobility:
             rsus = place_rsus(scenario.rsu, mobility.bounds(), mobility.net_file)
             if mobility.net_file is not None:
                 trace.manifest["uncovered_lane_fraction"] = network_uncovered_fraction(rsus, mobility.net_file)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
+import xml.parsers.expat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mobility.errors import MobilityError
-from mobility.netgen import check_xml
+from mobility.netgen import check_xml, file_digest, parse_xml
 
 if TYPE_CHECKING:
     import sumolib
@@ -53,6 +55,32 @@ class RsuLayout:
             raise MobilityError(f"distances_m expects vehicle positions of shape (n, 2), got {xy.shape}")
         delta = xy[:, None, :] - self.xy_m[None, :, :]
         return np.hypot(delta[..., 0], delta[..., 1])
+
+
+def net_bounds(net_file: Path) -> tuple[float, float, float, float]:
+    """xmin, ymin, xmax, ymax over every lane shape of a SUMO network (junction-internal lanes included): SUMO's
+    net boundary covers edge centre lines only, and vehicles on outer lanes sit up to a few lane widths beyond it.
+    Live SUMO and a trace replay on the same net both place grid RSUs from this box, so they place them alike."""
+    return _net_bounds(Path(net_file).resolve(), file_digest(net_file))
+
+
+@functools.lru_cache(maxsize=8)
+def _net_bounds(net_file: Path, digest: str) -> tuple[float, float, float, float]:
+    """Streamed over the file (a city's net does not sit in memory twice); cached by content."""
+    low, high = [math.inf, math.inf], [-math.inf, -math.inf]
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        if tag == "lane" and "shape" in attrs:
+            points = np.array([p.split(",")[:2] for p in attrs["shape"].split()], dtype=np.float64)
+            low[:] = np.minimum(low, points.min(axis=0))
+            high[:] = np.maximum(high, points.max(axis=0))
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = start
+    parse_xml(net_file, parser, "net")
+    if not math.isfinite(low[0]):
+        raise MobilityError(f"net file {net_file} has no lanes; check the network")
+    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
 
 
 def grid_layout(

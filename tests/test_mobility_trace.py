@@ -147,6 +147,9 @@ class _Dying:
     def __init__(self) -> None:
         self.calls = 0
 
+    def bounds(self) -> tuple[float, float, float, float]:
+        return 0.0, 0.0, 100.0, 100.0
+
     def advance(self, time_s: float) -> Snapshot:
         self.calls += 1
         if self.calls > 3:
