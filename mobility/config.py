@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
+from mobility.association import L3_FILTER_COEFFICIENTS
 from mobility.checks import VEHICLE_CLASSES, demand_problems, rsu_problems
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, cached, generated_network, osm_network, random_demand
@@ -186,8 +187,10 @@ class RsuConfig(Table):
     # L_k counts the features sent back too).
     downlink: Literal["spread", "reciprocal"] = "spread"
     # Layer-3 filter of RSRP before hysteresis and time-to-trigger (3GPP TS 38.331 §5.5.3.2 filterCoefficient):
-    # F = (1 − a)·F + a·M with a = 1/2^(k/4) per 200 ms of measurements; 0 = no filter; fc4 is 38.331's default.
-    l3_filter_k: Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 17, 19] = 4
+    # F = (1 − a)·F + a·M with a = 1/2^(k/4) per 200 ms of measurements; 0 = no filter. 38.331's default fc4 (memory
+    # ≈ 0.3 s) averages fast fading out of raw samples, but the RSRP here is already the large-scale power, whose
+    # shadowing changes over its decorrelation distance: fc11 remembers ≈ 1.35 s, the time to drive ~20 m at 50 km/h.
+    l3_filter_k: Literal[L3_FILTER_COEFFICIENTS] = 11  # type: ignore[valid-type]
     hysteresis_db: NonNegative = 3.0
     time_to_trigger_s: NonNegative = 0.0
     handover_interruption_s: NonNegative = 0.0
