@@ -83,8 +83,9 @@ class _Timed:
 
 
 def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.ndarray], float, list[HandoverEvent]]:
-    """Per size: median seconds per tick of bare SUMO, of SumoMobility.advance, of World.refresh, and the median
-    vehicle count, over that size's window; the simulated time the largest size was first reached; the events."""
+    """Per size: median seconds per tick of bare SUMO, of SumoMobility.advance, of the large-scale channel (path
+    loss and shadowing of every link), of the rest of World.refresh, and the median vehicle count, over that size's
+    window; the simulated time the largest size was first reached; the handover events."""
     parent, child = multiprocessing.get_context("spawn").Pipe()
     worker = multiprocessing.get_context("spawn").Process(target=_bare_worker, args=(child, files, args.tick))
     worker.start()
@@ -101,7 +102,18 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
     events: list[HandoverEvent] = []
     timed = _Timed(mobility)
     world = World(env, sim, timed, rsus, events.extend)
-    windows: dict[int, list[tuple[float, float, float, int]]] = {}
+    channel = world.large_scale.update
+    channel_s = [0.0]
+
+    def timed_channel(*a: object) -> tuple[np.ndarray, np.ndarray]:
+        began = time.perf_counter()
+        try:
+            return channel(*a)
+        finally:
+            channel_s[0] = time.perf_counter() - began
+
+    world.large_scale.update = timed_channel  # type: ignore[method-assign]
+    windows: dict[int, list[tuple[float, float, float, float, int]]] = {}
     reached_s = 0.0
     try:
         for k in range(1, int(args.max_sim_s / args.tick)):
@@ -112,7 +124,7 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
             began = time.perf_counter()
             world.refresh()
             full = time.perf_counter() - began
-            row = (bare_s, timed.seconds, full - timed.seconds, count)
+            row = (bare_s, timed.seconds, channel_s[0], full - timed.seconds - channel_s[0], count)
             for size in args.sizes:
                 if count >= size or size in windows:
                     windows.setdefault(size, []).append(row)
@@ -162,12 +174,13 @@ def main() -> None:
     print(f"scenario: {args.junctions}x{args.junctions} grid, trips every {args.period} s; tick {args.tick} s, "
           f"{args.rsus} RSUs, fading {args.fading}, {args.window}-tick windows")
     medians, reached_s, events = measure(files, args)
-    print(f"{'vehicles':>8} {'SUMO alone':>11} {'advance':>9} {'world':>9} {'full layer':>11} {'ratio':>6}")
+    print(f"{'vehicles':>8} {'SUMO alone':>11} {'advance':>9} {'channel':>9} {'rest':>9} {'full layer':>11} "
+          f"{'ratio':>6}")
     for size in args.sizes:
-        bare, advance, world, count = medians[size]
-        full = advance + world
-        print(f"{int(count):>8} {bare * 1e3:>8.1f} ms {advance * 1e3:>6.1f} ms {world * 1e3:>6.1f} ms "
-              f"{full * 1e3:>8.1f} ms {full / bare:>5.2f}x")
+        bare, advance, channel, rest, count = medians[size]
+        full = advance + channel + rest
+        print(f"{int(count):>8} {bare * 1e3:>8.1f} ms {advance * 1e3:>6.1f} ms {channel * 1e3:>6.1f} ms "
+              f"{rest * 1e3:>6.1f} ms {full * 1e3:>8.1f} ms {full / bare:>5.2f}x")
     handovers = sum(e.from_rsu >= 0 and e.to_rsu >= 0 for e in events)
     print(f"handovers {handovers}, returning within 10 s: {ping_pong_fraction(events):.1%} (layer-3 filter fc11)")
     print(f"peak resident memory of the layer's process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}"

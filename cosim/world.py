@@ -59,6 +59,7 @@ class World:
         self._path_gain = np.zeros(0)  # serving link without fast fading
         self.slot = np.zeros(0, dtype=np.int64)
         self.batteries = Batteries()
+        self._served_ever = np.zeros(0, dtype=bool)  # by slot: ever served by an RSU
         self._tick_event = env.event()
 
     @property
@@ -98,6 +99,10 @@ class World:
         self.dwell_s = dwell_time_s(self.rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
         self.serving = serving
         self._assign_slots(snap.ids)
+        served = np.zeros(len(self.batteries), dtype=bool)
+        served[:len(self._served_ever)] = self._served_ever
+        served[self.slot[serving >= 0]] = True
+        self._served_ever = served
         self.snapshot = snap
         if events:
             self.on_handovers(events)
@@ -107,6 +112,17 @@ class World:
         newcomers = np.flatnonzero(~known)
         slot[newcomers] = self.batteries.add(self.device.battery_j, len(newcomers))
         self.slot = slot
+
+    @property
+    def vehicles_seen(self) -> int:
+        """Distinct vehicles in the network at any tick so far."""
+        return len(self.batteries)
+
+    @property
+    def served_seen(self) -> int:
+        """Distinct vehicles served by an RSU at any tick so far (with vehicles_seen: why a run had no participant,
+        see mobility.checks.no_participant_error)."""
+        return int(self._served_ever.sum())
 
     def can_transmit(self) -> np.ndarray:
         """(n,) served, not inside a handover interruption, battery not empty: who a scheduler may pick."""

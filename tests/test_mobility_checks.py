@@ -3,12 +3,18 @@ ended with no participant says why."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import simpy
 
 from cosim.cli import main
+from cosim.scenario import parse_scenario
+from cosim.world import World
 from mobility.checks import no_participant_error
 from mobility.config import MobilityConfig, RsuConfig, open_mobility, problems
 from mobility.errors import EmptyRunError, MobilityError
+from mobility.rsu import grid_layout
+from mobility.snapshot import Snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = {"network": {"junctions": 3, "edge_length_m": 150.0}, "demand": {"trip_period_s": 2.0, "end_s": 300.0}}
@@ -69,3 +75,28 @@ def test_an_empty_run_says_which_stage_was_empty(seen, served, why):
     assert isinstance(error, EmptyRunError) and isinstance(error, MobilityError)
     assert str(error).startswith(f"the run from 60 s to 68 s had no participant at all: {why}")
     assert "\n" not in str(error)
+
+
+class _TwoCars:
+    """One car near the RSU at x = 250 m, one 2 km away."""
+
+    net_file = None
+
+    def advance(self, time_s: float) -> Snapshot:
+        return Snapshot(time_s, np.array(["far", "near"]), np.array([[2000.0, 50.0], [240.0, 50.0]]), np.ones(2),
+                        np.zeros(2))
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        return 0.0, 0.0, 1000.0, 100.0
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_world_counts_vehicles_seen_and_served_for_the_empty_run_error():
+    env = simpy.Environment()
+    rsus = grid_layout((0.0, 0.0, 500.0, 100.0), rows=1, cols=1, radius_m=300.0, height_m=10.0, bandwidth_hz=1e7)
+    world = World(env, parse_scenario({}), _TwoCars(), rsus, lambda events: None)
+    world.refresh()
+    world.refresh()
+    assert (world.vehicles_seen, world.served_seen) == (2, 1)
