@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=0.02, help="seconds between trips (default 0.02)")
     parser.add_argument("--tick", type=float, default=1.0, help="mobility tick = SUMO step (default 1 s)")
     parser.add_argument("--window", type=int, default=20, help="ticks timed per size (default 20)")
-    parser.add_argument("--max-sim-s", type=float, default=1800.0)
+    parser.add_argument("--max-sim-s", type=float, default=900.0, help="demand ends here too (default 900 s)")
     args = parser.parse_args()
     began = time.perf_counter()
     files = scenario(args.junctions, args.period, args.max_sim_s)
