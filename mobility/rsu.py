@@ -203,12 +203,18 @@ def _csv_row(path: Path, line: int, row: dict[str, str | None], defaults: dict[s
 
 
 def _read_net(net_file: Path) -> sumolib.net.Net:
-    """sumolib's reader, with a malformed or missing file reported by name and line."""
-    import sumolib  # deferred: only junction placement and coverage need it, and it is slow to import
-
+    """sumolib's reader, with a malformed or missing file reported by name and line; the last net read is kept
+    (by content), as the pre-run checks and the run both place RSUs and measure coverage on it."""
     net_file = Path(net_file)
     if not net_file.is_file():
         raise MobilityError(f"net file {net_file} does not exist; fix the network path in the scenario")
+    return _read_net_content(net_file.resolve(), file_digest(net_file))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_net_content(net_file: Path, digest: str) -> sumolib.net.Net:
+    import sumolib  # deferred: only junction placement and coverage need it, and it is slow to import
+
     check_xml(net_file, "net")  # sumolib acts on elements as it streams, so it would fail before the bad line
     try:
         return sumolib.net.readNet(str(net_file))
@@ -218,8 +224,15 @@ def _read_net(net_file: Path) -> sumolib.net.Net:
 
 def lane_samples(net_file: Path, step_m: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Points every ~step_m along every lane (internal junction lanes excluded) and the lane length each stands
-    for, so length-weighted statistics of the road network reduce to sums over points."""
-    net = _read_net(net_file)
+    for, so length-weighted statistics of the road network reduce to sums over points. Read-only arrays, kept for
+    the last net (by content)."""
+    _read_net(net_file)  # a missing or malformed file is named
+    return _lane_samples(Path(net_file).resolve(), file_digest(net_file), step_m)
+
+
+@functools.lru_cache(maxsize=1)
+def _lane_samples(net_file: Path, digest: str, step_m: float) -> tuple[np.ndarray, np.ndarray]:
+    net = _read_net_content(net_file, digest)
     points, weights = [], []
     for edge in net.getEdges(withInternal=False):
         for lane in edge.getLanes():
@@ -233,7 +246,10 @@ def lane_samples(net_file: Path, step_m: float = 5.0) -> tuple[np.ndarray, np.nd
             weights.append((length / k)[segment])
     if not points:
         raise MobilityError(f"net file {net_file} has no lanes; check the network")
-    return np.concatenate(points), np.concatenate(weights)
+    out = np.concatenate(points), np.concatenate(weights)
+    for array in out:
+        array.flags.writeable = False
+    return out
 
 
 def uncovered_fraction(layout: RsuLayout, xy_m: np.ndarray, weights: np.ndarray | None = None) -> float:
