@@ -317,10 +317,12 @@ def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, *, window_
 
 def _warm_state(files: SumoFiles, launch: dict, *, until_s: float, cache_dir: Path) -> Path:
     """SUMO's state at until_s, simulated once and then reused: cached by the content of every input and every
-    launch setting, so any change simulates it afresh."""
+    setting SUMO runs with (not the backend, the GUI or which vehicles snapshots keep), so any change simulates it
+    afresh."""
+    settings = {k: v for k, v in launch.items() if k not in ("gui", "backend", "vehicle_classes")}
 
     def build(out: Path) -> None:
-        with SumoMobility(files, **launch) as warm:
+        with SumoMobility(files, **settings) as warm:
             warm.advance(until_s)
             warm.save_state(out / "state.xml.gz")
 
@@ -328,8 +330,7 @@ def _warm_state(files: SumoFiles, launch: dict, *, until_s: float, cache_dir: Pa
     if launch["config_file"] is not None:
         inputs.append(launch["config_file"])
     params = {"kind": "state", "until_s": float(until_s),
-              **{k: (str(v) if isinstance(v, Path) else v) for k, v in launch.items() if k not in ("gui", "backend")}}
-    params["options"], params["vehicle_classes"] = list(params["options"]), sorted(params["vehicle_classes"])
+              **{k: str(v) if isinstance(v, Path) else list(v) if k == "options" else v for k, v in settings.items()}}
     return cached(cache_dir, params, inputs, build, "state.xml.gz")
 
 
