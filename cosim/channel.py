@@ -375,9 +375,12 @@ class CorrelatedFading:
         self._travelled_m = np.zeros(0)
         self._speed_mps = np.zeros(0)
         self._rsus = np.zeros((0, 0), dtype=np.int64)  # the RSU of each kept link, -1 for none
-        self._spatial = np.zeros((0, 0, num_sinusoids + 1))  # k·cos α_n, the last column for the LOS ray
-        self._taps_re = np.zeros((0, 0, num_sinusoids + 1), dtype=np.float32)
-        self._taps_im = np.zeros((0, 0, num_sinusoids + 1), dtype=np.float32)
+        self._slots = np.zeros((0, 0), dtype=np.int64)  # its row in the parameter pool below
+        # Link parameters live in a pool that vehicles index, so vehicles coming and going move two small integer
+        # columns per tick instead of every link's parameters.
+        self._spatial = np.zeros((0, num_sinusoids + 1))  # k·cos α_n, the last column for the LOS ray
+        self._taps_re = np.zeros((0, num_sinusoids + 1), dtype=np.float32)
+        self._taps_im = np.zeros((0, num_sinusoids + 1), dtype=np.float32)
 
     def update(self, ids: np.ndarray, speed_mps: np.ndarray, time_s: float,
                rsus: np.ndarray | None = None) -> np.ndarray:
@@ -398,53 +401,57 @@ class CorrelatedFading:
         if not (len(ids) == len(self._ids) and known.all() and np.array_equal(links, self._rsus)):
             self._keep(ids, known, links)
         self._ids, self._time_s, self._travelled_m, self._speed_mps = ids, time_s, travelled, speed
-        rows, cols = np.nonzero(links >= 0)
+        slots = self._slots[links >= 0]
         # Phases are reduced to [−π, π] exactly in float64, then the trigonometry runs in float32, whose SIMD
         # kernels are ~10× faster; the envelope's relative error stays below 1e-6.
-        phase = self._spatial[rows, cols] * travelled[rows, None]
+        phase = self._spatial[slots] * travelled[np.nonzero(links >= 0)[0], None]
         phase -= 2.0 * math.pi * np.rint(phase / (2.0 * math.pi))
         phase32 = phase.astype(np.float32)
         cos, sin = np.cos(phase32), np.sin(phase32)
-        taps_re, taps_im = self._taps_re[rows, cols], self._taps_im[rows, cols]
+        taps_re, taps_im = self._taps_re[slots], self._taps_im[slots]
         real = np.einsum("ln,ln->l", cos, taps_re) - np.einsum("ln,ln->l", sin, taps_im)
         imag = np.einsum("ln,ln->l", sin, taps_re) + np.einsum("ln,ln->l", cos, taps_im)
         out = np.zeros(links.shape, dtype=complex)
-        out[rows, cols] = real.astype(float) + 1j * imag.astype(float)
+        out[links >= 0] = real.astype(float) + 1j * imag.astype(float)
         return out
 
     def _keep(self, ids: np.ndarray, known: np.ndarray, links: np.ndarray) -> None:
         """Hold the parameters of exactly the links asked for: carried over where the vehicle had that link at the
-        last update, drawn for the others."""
+        last update, drawn for the others; the pool rows of links no longer asked for are reused."""
         _, held = realign(self._ids, self._rsus, ids)
+        _, held_slots = realign(self._ids, self._slots, ids)
         held[~known] = -1
-        _, spatial = realign(self._ids, self._spatial, ids)
-        _, taps_re = realign(self._ids, self._taps_re, ids)
-        _, taps_im = realign(self._ids, self._taps_im, ids)
-        n, c, width = len(ids), links.shape[1], self.num_sinusoids + 1
-        self._spatial = np.zeros((n, c, width))
-        self._taps_re = np.zeros((n, c, width), dtype=np.float32)
-        self._taps_im = np.zeros((n, c, width), dtype=np.float32)
+        slots = np.full(links.shape, -1, dtype=np.int64)
         if held.shape[1]:
             match = (held[:, None, :] == links[:, :, None]) & (links[:, :, None] >= 0)  # (n, wanted, held)
             row, want, have = np.nonzero(match)
-            self._spatial[row, want] = spatial[row, have]
-            self._taps_re[row, want], self._taps_im[row, want] = taps_re[row, have], taps_im[row, have]
-            fresh = (links >= 0) & ~match.any(axis=2)
-        else:
-            fresh = links >= 0
-        self._draw(*np.nonzero(fresh))
-        self._rsus = links.copy()
+            slots[row, want] = held_slots[row, have]
+        fresh = (links >= 0) & (slots < 0)
+        in_use = np.zeros(len(self._spatial), dtype=bool)
+        in_use[slots[slots >= 0]] = True
+        free = np.flatnonzero(~in_use)
+        count = int(fresh.sum())
+        if count > len(free):  # grow the pool geometrically
+            size = len(self._spatial)
+            grow = max(count - len(free), size)
+            self._spatial = np.concatenate([self._spatial, np.zeros((grow, self._spatial.shape[1]))])
+            self._taps_re = np.concatenate([self._taps_re, np.zeros((grow, self._taps_re.shape[1]), np.float32)])
+            self._taps_im = np.concatenate([self._taps_im, np.zeros((grow, self._taps_im.shape[1]), np.float32)])
+            free = np.concatenate([free, size + np.arange(grow)])
+        slots[fresh] = free[:count]
+        self._draw(slots[fresh])
+        self._rsus, self._slots = links.copy(), slots
 
-    def _draw(self, rows: np.ndarray, cols: np.ndarray) -> None:
-        """Fresh angles and tap gains for the links (rows, cols)."""
+    def _draw(self, slots: np.ndarray) -> None:
+        """Fresh angles and tap gains into pool rows `slots`."""
         n, k = self.num_sinusoids, self.k_factor
-        shape = (len(rows),)
+        shape = (len(slots),)
         offset = self.rng.uniform(0.0, 2.0 * math.pi, (*shape, 1))
         angles = (2.0 * math.pi * np.arange(n) + offset) / n
         los_angle = self.rng.uniform(0.0, 2.0 * math.pi, (*shape, 1))
-        self._spatial[rows, cols] = self._wavenumber * np.cos(np.concatenate([angles, los_angle], axis=-1))
+        self._spatial[slots] = self._wavenumber * np.cos(np.concatenate([angles, los_angle], axis=-1))
         scatter = (self.rng.standard_normal((*shape, n)) + 1j * self.rng.standard_normal((*shape, n)))
         scatter *= math.sqrt(0.5 / (n * (k + 1.0)))
         los_phase = self.rng.uniform(0.0, 2.0 * math.pi, (*shape, 1))
         taps = np.concatenate([scatter, math.sqrt(k / (k + 1.0)) * np.exp(1j * los_phase)], axis=-1)
-        self._taps_re[rows, cols], self._taps_im[rows, cols] = taps.real, taps.imag
+        self._taps_re[slots], self._taps_im[slots] = taps.real, taps.imag
