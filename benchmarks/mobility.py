@@ -30,7 +30,7 @@ import simpy
 from cosim.scenario import parse_scenario
 from cosim.world import World
 from mobility.association import HandoverEvent, ping_pong_fraction
-from mobility.config import grid_shape
+from mobility.config import RsuConfig, grid_shape
 from mobility.netgen import SumoFiles, default_cache_dir, grid_scenario, sumo_home
 from mobility.rsu import grid_layout
 from mobility.snapshot import Snapshot
@@ -145,7 +145,7 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
 def warm_start(files: SumoFiles, tick_s: float, until_s: float) -> tuple[float, float]:
     """Seconds to reach until_s by simulating from 0 s, and by loading the state saved there."""
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state.xml.gz"
+        state = Path(tmp) / "state.sbx"
         began = time.perf_counter()
         with SumoMobility(files, step_length_s=tick_s, seed=SEED) as cold:
             cold.advance(until_s)
@@ -182,7 +182,8 @@ def main() -> None:
         print(f"{int(count):>8} {bare * 1e3:>8.1f} ms {advance * 1e3:>6.1f} ms {channel * 1e3:>6.1f} ms "
               f"{rest * 1e3:>6.1f} ms {full * 1e3:>8.1f} ms {full / bare:>5.2f}x")
     handovers = sum(e.from_rsu >= 0 and e.to_rsu >= 0 for e in events)
-    print(f"handovers {handovers}, returning within 10 s: {ping_pong_fraction(events):.1%} (layer-3 filter fc11)")
+    print(f"handovers {handovers}, returning within 10 s: {ping_pong_fraction(events):.1%} (layer-3 filter "
+          f"fc{RsuConfig().l3_filter_k})")
     print(f"peak resident memory of the layer's process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}"
           " GB")
     simulated, loaded = warm_start(files, args.tick, reached_s)

@@ -324,14 +324,14 @@ def _warm_state(files: SumoFiles, launch: dict, *, until_s: float, cache_dir: Pa
     def build(out: Path) -> None:
         with SumoMobility(files, **settings) as warm:
             warm.advance(until_s)
-            warm.save_state(out / "state.xml.gz")
+            warm.save_state(out / "state.sbx")
 
     inputs = [files.net, *files.routes, *files.additional]
     if launch["config_file"] is not None:
         inputs.append(launch["config_file"])
     params = {"kind": "state", "until_s": float(until_s),
               **{k: str(v) if isinstance(v, Path) else list(v) if k == "options" else v for k, v in settings.items()}}
-    return cached(cache_dir, params, inputs, build, "state.xml.gz")
+    return cached(cache_dir, params, inputs, build, "state.sbx")
 
 
 def place_rsus(config: RsuConfig, bounds: tuple[float, float, float, float],

@@ -117,7 +117,7 @@ class SumoMobility:
                 # Random-number states go into saved states, so a run started from one continues like the run
                 # that saved it.
                 "--save-state.rng": "true",
-                "--save-state.precision": 6,
+                "--save-state.precision": 6,  # positions in a saved state (SUMO's default: centimetres)
                 "--error-log": self._error_log,
                 "--additional-files": ",".join(str(p) for p in files.additional) or None,
             }
@@ -262,7 +262,8 @@ class SumoMobility:
         return [v for v in ids if self._allowed[v]]
 
     def save_state(self, path: Path) -> None:
-        """Write SUMO's full state (vehicles, signals, random-number generators) for `load_state`."""
+        """Write SUMO's full state (vehicles, signals, random-number generators) for `load_state`; a `.sbx` name
+        writes SUMO's binary format, the quickest to load."""
         try:
             self._api.simulation.saveState(str(path))
         except self._errors as exc:

@@ -91,7 +91,7 @@ def test_warm_start_is_saved_once_and_replays_the_same_drive(shipped, tmp_path):
             return [mobility.advance(t) for t in (1060.0, 1075.0, 1090.0)]
 
     cold, warm, again = drive(False), drive(True), drive(True)
-    assert len(list(tmp_path.glob("sumo/*/state.xml.gz"))) == 1
+    assert len(list(tmp_path.glob("sumo/*/state.sbx"))) == 1
     for a, b, c in zip(cold, warm, again, strict=True):
         np.testing.assert_array_equal(b.ids, c.ids)
         np.testing.assert_array_equal(b.xy_m, c.xy_m)  # every warm run starts from the same saved state
