@@ -1,134 +1,194 @@
-"""How much the mobility layer costs on top of SUMO, at 1,000 and 5,000 concurrent vehicles with 25 RSUs.
+"""What the mobility layer costs on top of SUMO at city scale, and what a warm start from SUMO's saved state saves.
 
-The same deterministic SUMO simulation (a 20 x 20 grid, 2 lanes, 200 m blocks, random trips every 0.05 s) runs twice
-in lockstep, one mobility tick at a time, for libsumo and TraCI with SUMO step = tick, then libsumo with step = tick/2:
+The same deterministic SUMO simulation (a grid of 200 m blocks, 2 lanes, random trips every --period s) runs twice in
+lockstep, one mobility tick at a time, taking turns so that load from other processes hits both alike:
   * SUMO alone, in a worker process: bare simulationStep, nothing subscribed or read back;
-  * full layer, here: SumoMobility.advance (step + every vehicle's position, speed and heading as arrays), then RSRP
-    from a d^-3.5 path loss, Association.update (hysteresis, time-to-trigger, interruption) and dwell_time_s.
-The two take turns tick by tick (never running at once), so load from other processes on the host hits both alike.
-For each size the window is the WINDOW_TICKS ticks after the vehicle count first reaches it; per-tick medians.
-Host wall time only; run: .venv/bin/python benchmarks/mobility.py
+  * the full layer, here: SumoMobility.advance (every vehicle's position, speed and heading), then World.refresh,
+    the radio world of a run: path loss and shadowing of every vehicle–RSU link, layer-3 filtered association with
+    hysteresis and time-to-trigger, fast fading of the serving and candidate links, dwell times, batteries.
+For each size the window is the --window ticks after the vehicle count first reaches it; per-tick medians, and the
+ratio full layer / SUMO alone. Then the warm start: reaching the window's start by re-simulating from 0 s against
+loading SUMO's state saved there (what `mobility.warm_start` caches), and the ping-pong share of the run's handovers.
+Host wall time only; run: .venv/bin/python -m benchmarks.mobility [--sizes 5000 10000] [--rsus 81] [--fading jakes]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import multiprocessing
-import sys
+import resource
+import tempfile
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
+import simpy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mobility.association import Association
+from cosim.scenario import parse_scenario
+from cosim.world import World
+from mobility.association import HandoverEvent, ping_pong_fraction
+from mobility.config import RsuConfig, grid_shape
 from mobility.netgen import SumoFiles, default_cache_dir, grid_scenario, sumo_home
-from mobility.rsu import dwell_time_s, grid_layout
+from mobility.rsu import grid_layout
+from mobility.snapshot import Snapshot
 from mobility.sumo import SumoMobility
 
-SIZES = (1000, 5000)
-WINDOW_TICKS = 20
-TICK_S = 1.0
 SEED = 1
-RSU_GRID = 5  # 5 x 5 = 25 RSUs
-MAX_SIM_S = 900.0
 
 
-def scenario() -> SumoFiles:
-    """The benchmark network and demand, from the content-hash cache (built once, in seconds)."""
-    return grid_scenario(default_cache_dir() / "sumo", junctions=20, edge_length_m=200.0, lanes=2,
-                         trip_period_s=0.05, end_s=600.0, seed=SEED)
+def scenario(junctions: int, period_s: float, end_s: float) -> SumoFiles:
+    """The benchmark network and demand, from the content-hash cache (built once)."""
+    return grid_scenario(default_cache_dir() / "sumo", junctions=junctions, edge_length_m=200.0, lanes=2,
+                         trip_period_s=period_s, end_s=end_s, seed=SEED)
 
 
-def _bare_worker(conn: Connection, files: SumoFiles, backend: str, step_length_s: float) -> None:
-    """SUMO started with the options SumoMobility uses, minus any subscription; steps to each tick it is sent and
+def _bare_worker(conn: Connection, files: SumoFiles, tick_s: float) -> None:
+    """SUMO started with the options SumoMobility uses, minus any reading back; steps to each time it is sent and
     answers (seconds spent stepping, vehicle count)."""
     cmd = [str(sumo_home() / "bin" / "sumo"), "--no-step-log", "--no-warnings", "-n", str(files.net),
-           "-r", ",".join(map(str, files.routes)), "--step-length", str(step_length_s),
-           "--seed", str(SEED), "--time-to-teleport", "300"]
+           "-r", ",".join(map(str, files.routes)), "--step-length", str(tick_s), "--seed", str(SEED),
+           "--time-to-teleport", "300"]
     with contextlib.redirect_stdout(io.StringIO()):
-        if backend == "libsumo":
-            import libsumo as api
-        else:
-            import traci as api
-        api.start(cmd)
+        import libsumo
+    libsumo.start(cmd)
     try:
-        while (k := conn.recv()) is not None:
+        while (t := conn.recv()) is not None:
             began = time.perf_counter()
-            api.simulationStep(k * TICK_S)
-            conn.send((time.perf_counter() - began, api.vehicle.getIDCount()))
+            libsumo.simulationStep(t)
+            conn.send((time.perf_counter() - began, libsumo.vehicle.getIDCount()))
     finally:
-        api.close()
+        libsumo.close()
 
 
-def measure(files: SumoFiles, backend: str, step_length_s: float) -> dict[int, tuple[float, float, float, int]]:
-    """Per size: median seconds per tick of bare SUMO, of SumoMobility.advance and of the numpy layer after it,
-    and the median vehicle count, over that size's window."""
+class _Timed:
+    """The World's mobility source, timing each advance."""
+
+    def __init__(self, mobility: SumoMobility) -> None:
+        self.mobility, self.net_file, self.seconds = mobility, mobility.net_file, 0.0
+
+    def advance(self, time_s: float) -> Snapshot:
+        began = time.perf_counter()
+        snap = self.mobility.advance(time_s)
+        self.seconds = time.perf_counter() - began
+        return snap
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        return self.mobility.bounds()
+
+    def close(self) -> None:
+        self.mobility.close()
+
+
+def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.ndarray], float, list[HandoverEvent]]:
+    """Per size: median seconds per tick of bare SUMO, of SumoMobility.advance, of the large-scale channel (path
+    loss and shadowing of every link), of the rest of World.refresh, and the median vehicle count, over that size's
+    window; the simulated time the largest size was first reached; the handover events."""
     parent, child = multiprocessing.get_context("spawn").Pipe()
-    worker = multiprocessing.get_context("spawn").Process(target=_bare_worker, args=(child, files, backend,
-                                                                                       step_length_s))
+    worker = multiprocessing.get_context("spawn").Process(target=_bare_worker, args=(child, files, args.tick))
     worker.start()
-    mobility = SumoMobility(files, step_length_s=step_length_s, seed=SEED, backend=backend)  # type: ignore[arg-type]
-    xmin, ymin, xmax, ymax = mobility.bounds()
-    rsus = grid_layout((xmin, ymin, xmax, ymax), rows=RSU_GRID, cols=RSU_GRID,
-                       radius_m=0.75 * (xmax - xmin) / RSU_GRID, height_m=10.0, bandwidth_hz=10e6)
-    assoc = Association(hysteresis_db=3.0, time_to_trigger_s=2.0, interruption_s=0.05)
-    windows: dict[int, list[tuple[float, float, float, int]]] = {}
+    mobility = SumoMobility(files, step_length_s=args.tick, seed=SEED)
+    bounds = mobility.bounds()
+    rows, cols = grid_shape(args.rsus)
+    cell = max((bounds[2] - bounds[0]) / cols, (bounds[3] - bounds[1]) / rows)
+    rsus = grid_layout(bounds, rows=rows, cols=cols, radius_m=0.75 * cell, height_m=10.0, bandwidth_hz=10e6)
+    sim = parse_scenario({"simulation": {"mobility_tick_s": args.tick},
+                          "channel": {"fading": "rayleigh" if args.fading != "none" else "none",
+                                      "fading_correlation": "jakes" if args.fading == "jakes" else "block"},
+                          "rsu": {"hysteresis_db": 3.0, "time_to_trigger_s": 2.0}})
+    env = simpy.Environment()
+    events: list[HandoverEvent] = []
+    timed = _Timed(mobility)
+    world = World(env, sim, timed, rsus, events.extend)
+    channel = world.large_scale.update
+    channel_s = [0.0]
+
+    def timed_channel(*a: object) -> tuple[np.ndarray, np.ndarray]:
+        began = time.perf_counter()
+        try:
+            return channel(*a)
+        finally:
+            channel_s[0] = time.perf_counter() - began
+
+    world.large_scale.update = timed_channel  # type: ignore[method-assign]
+    windows: dict[int, list[tuple[float, float, float, float, int]]] = {}
+    reached_s = 0.0
     try:
-        for k in range(1, int(MAX_SIM_S / TICK_S)):
-            parent.send(k)
+        for k in range(1, int(args.max_sim_s / args.tick)):
+            t = k * args.tick
+            parent.send(t)
             bare_s, count = parent.recv()
+            env.run(until=t)
             began = time.perf_counter()
-            snap = mobility.advance(k * TICK_S)
-            stepped = time.perf_counter()
-            d2 = rsus.distances_m(snap.xy_m)
-            rsrp_dbm = 30.0 - 38.0 - 35.0 * np.log10(np.hypot(d2, rsus.height_m - 1.5))
-            serving, _ = assoc.update(snap.time_s, snap.ids, rsrp_dbm, d2 <= rsus.radius_m)
-            assoc.interrupted(snap.time_s)
-            dwell_time_s(rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
-            row = (bare_s, stepped - began, time.perf_counter() - stepped, count)
-            for size in SIZES:
+            world.refresh()
+            full = time.perf_counter() - began
+            row = (bare_s, timed.seconds, channel_s[0], full - timed.seconds - channel_s[0], count)
+            for size in args.sizes:
                 if count >= size or size in windows:
                     windows.setdefault(size, []).append(row)
-            if all(len(windows.get(size, [])) >= WINDOW_TICKS for size in SIZES):
+            if count >= max(args.sizes) and not reached_s:
+                reached_s = t
+            if all(len(windows.get(size, [])) >= args.window for size in args.sizes):
                 break
         else:
-            raise SystemExit(f"the benchmark demand never reached {max(SIZES)} vehicles in {MAX_SIM_S} s")
+            raise SystemExit(f"the demand never reached {max(args.sizes)} vehicles in {args.max_sim_s} s; lower "
+                             "--period or raise --junctions")
     finally:
         parent.send(None)
         worker.join()
         mobility.close()
-    medians = {size: np.median(np.asarray(rows[:WINDOW_TICKS]), axis=0) for size, rows in windows.items()}
-    return {size: (m[0], m[1], m[2], int(m[3])) for size, m in medians.items()}
+    return {size: np.median(np.asarray(r[:args.window]), axis=0) for size, r in windows.items()}, reached_s, events
+
+
+def warm_start(files: SumoFiles, tick_s: float, until_s: float) -> tuple[float, float]:
+    """Seconds to reach until_s by simulating from 0 s, and by loading the state saved there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state.sbx"
+        began = time.perf_counter()
+        with SumoMobility(files, step_length_s=tick_s, seed=SEED) as cold:
+            cold.advance(until_s)
+            simulated = time.perf_counter() - began
+            cold.save_state(state)
+        began = time.perf_counter()
+        with SumoMobility(files, step_length_s=tick_s, seed=SEED, load_state=state) as warm:
+            warm.advance(until_s)
+            loaded = time.perf_counter() - began
+    return simulated, loaded
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000], help="vehicle counts to time")
+    parser.add_argument("--rsus", type=int, default=81, help="RSUs on a grid over the network (default 81)")
+    parser.add_argument("--fading", choices=("jakes", "block", "none"), default="jakes")
+    parser.add_argument("--junctions", type=int, default=30, help="grid junctions per side (default 30)")
+    parser.add_argument("--period", type=float, default=0.02, help="seconds between trips (default 0.02)")
+    parser.add_argument("--tick", type=float, default=1.0, help="mobility tick = SUMO step (default 1 s)")
+    parser.add_argument("--window", type=int, default=20, help="ticks timed per size (default 20)")
+    parser.add_argument("--max-sim-s", type=float, default=900.0, help="demand ends here too (default 900 s)")
+    args = parser.parse_args()
     began = time.perf_counter()
-    files = scenario()
-    print(f"scenario: {files.net.parent.name}/{files.net.name} + {files.routes[0].parent.name}/{files.routes[0].name}"
-          f"; mobility tick {TICK_S} s, {RSU_GRID * RSU_GRID} RSUs, {WINDOW_TICKS}-tick windows")
-    # Reading the vehicles happens once per mobility tick, SUMO steps as often as its step length says: with a
-    # finer SUMO step (better car following) the layer's share shrinks.
-    runs = {"libsumo": ("libsumo", TICK_S), "traci": ("traci", TICK_S), "libsumo, step tick/2": ("libsumo", TICK_S / 2)}
-    backends = tuple(runs)
-    results = {label: measure(files, backend, step) for label, (backend, step) in runs.items()}
-    print(f"{'vehicles':>8} {'backend':>20} {'SUMO alone':>11} {'advance':>9} {'assoc+dwell':>11} {'full layer':>11} "
-          f"{'overhead':>9} {'numpy part':>10}")
-    full: Callable[[str, int], float] = lambda backend, size: sum(results[backend][size][1:3])  # noqa: E731
-    for size in SIZES:
-        for backend in backends:
-            bare, advance, numpy_s, count = results[backend][size]
-            print(f"{count:>8} {backend:>20} {bare * 1e3:>8.1f} ms {advance * 1e3:>6.1f} ms {numpy_s * 1e3:>8.1f} ms "
-                  f"{full(backend, size) * 1e3:>8.1f} ms {full(backend, size) / bare - 1:>+9.0%} "
-                  f"{numpy_s / bare:>+10.0%}")
-    for size in SIZES:
-        lib, tra = (full(backend, size) for backend in ("libsumo", "traci"))
-        print(f"at ~{size} vehicles: full layer {lib * 1e3:.1f} ms/tick with libsumo, {tra * 1e3:.1f} ms with TraCI "
-              f"(TraCI/libsumo {tra / lib:.2f}x)")
+    files = scenario(args.junctions, args.period, args.max_sim_s)
+    print(f"scenario: {args.junctions}x{args.junctions} grid, trips every {args.period} s; tick {args.tick} s, "
+          f"{args.rsus} RSUs, fading {args.fading}, {args.window}-tick windows")
+    medians, reached_s, events = measure(files, args)
+    print(f"{'vehicles':>8} {'SUMO alone':>11} {'advance':>9} {'channel':>9} {'rest':>9} {'full layer':>11} "
+          f"{'ratio':>6}")
+    for size in args.sizes:
+        bare, advance, channel, rest, count = medians[size]
+        full = advance + channel + rest
+        print(f"{int(count):>8} {bare * 1e3:>8.1f} ms {advance * 1e3:>6.1f} ms {channel * 1e3:>6.1f} ms "
+              f"{rest * 1e3:>6.1f} ms {full * 1e3:>8.1f} ms {full / bare:>5.2f}x")
+    handovers = sum(e.from_rsu >= 0 and e.to_rsu >= 0 for e in events)
+    print(f"handovers {handovers}, returning within 10 s: {ping_pong_fraction(events):.1%} (layer-3 filter "
+          f"fc{RsuConfig().l3_filter_k})")
+    print(f"peak resident memory of the layer's process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}"
+          " GB")
+    simulated, loaded = warm_start(files, args.tick, reached_s)
+    print(f"warm start at {reached_s:.0f} s ({max(args.sizes)} vehicles): re-simulating {simulated:.1f} s, loading "
+          f"the saved state {loaded:.2f} s ({simulated / loaded:.0f}x faster)")
     print(f"total wall time {time.perf_counter() - began:.0f} s")
 
 

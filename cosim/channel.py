@@ -375,7 +375,12 @@ class CorrelatedFading:
     each α_n is uniform on its sector and the ensemble autocorrelation is exactly J0(2π f_D τ). The tap gains c_n
     are CN(0, 1/(N(K+1))), which makes every snapshot exactly Rayleigh (Rician) with unit mean power; a
     constant-amplitude sum would only approach it (E|h|⁴ = 2 − 1/N), at the price of one link's time-averaged
-    power varying by about 1/√N around 1. Per-link state follows vehicle ids across updates."""
+    power varying by about 1/√N around 1.
+
+    Only the links asked for are kept and computed (a vehicle's serving and handover-candidate links, not all
+    vehicles × RSUs): a link keeps its angles and taps while it is asked for at every update, and a link asked for
+    again after a gap is drawn afresh, which is exact in distribution because h depends on the travelled distance
+    only. Per-link state follows vehicle ids across updates."""
 
     def __init__(self, num_rsus: int, carrier_hz: float, rng: np.random.Generator, num_sinusoids: int = 16,
                  k_factor: float = 0.0) -> None:
@@ -389,48 +394,84 @@ class CorrelatedFading:
         self._time_s = 0.0
         self._travelled_m = np.zeros(0)
         self._speed_mps = np.zeros(0)
-        self._spatial = np.zeros((0, num_rsus, num_sinusoids + 1))  # k·cos α_n, the last column for the LOS ray
-        self._taps_re = np.zeros((0, num_rsus, num_sinusoids + 1), dtype=np.float32)
-        self._taps_im = np.zeros((0, num_rsus, num_sinusoids + 1), dtype=np.float32)
+        self._rsus = np.zeros((0, 0), dtype=np.int64)  # the RSU of each kept link, -1 for none
+        self._slots = np.zeros((0, 0), dtype=np.int64)  # its row in the parameter pool below
+        # Link parameters live in a pool that vehicles index, so vehicles coming and going move two small integer
+        # columns per tick instead of every link's parameters.
+        self._spatial = np.zeros((0, num_sinusoids + 1))  # k·cos α_n, the last column for the LOS ray
+        self._taps_re = np.zeros((0, num_sinusoids + 1), dtype=np.float32)
+        self._taps_im = np.zeros((0, num_sinusoids + 1), dtype=np.float32)
 
-    def update(self, ids: np.ndarray, speed_mps: np.ndarray, time_s: float) -> np.ndarray:
-        """Power gain |h|² (n, m) at `time_s` for vehicles `ids` (sorted) moving at `speed_mps`."""
-        envelope = self.envelope(ids, speed_mps, time_s)
+    def update(self, ids: np.ndarray, speed_mps: np.ndarray, time_s: float,
+               rsus: np.ndarray | None = None) -> np.ndarray:
+        """Power gain |h|² at `time_s` for vehicles `ids` (sorted) moving at `speed_mps`: (n, m) to every RSU, or
+        (n, c) to the RSUs `rsus` (n, c) names per vehicle (-1: no link, gain 0)."""
+        envelope = self.envelope(ids, speed_mps, time_s, rsus)
         return envelope.real**2 + envelope.imag**2
 
-    def envelope(self, ids: np.ndarray, speed_mps: np.ndarray, time_s: float) -> np.ndarray:
-        """Complex envelope h (n, m) at `time_s`; advances the state like `update`."""
+    def envelope(self, ids: np.ndarray, speed_mps: np.ndarray, time_s: float,
+                 rsus: np.ndarray | None = None) -> np.ndarray:
+        """Complex envelope h (shaped like `update`'s result) at `time_s`; advances the state like `update`."""
         speed = np.asarray(speed_mps, dtype=float)
+        links = (np.broadcast_to(np.arange(self.num_rsus), (len(ids), self.num_rsus)) if rsus is None
+                 else np.asarray(rsus, dtype=np.int64))
         known, travelled = realign(self._ids, self._travelled_m, ids)
         _, prev_speed = realign(self._ids, self._speed_mps, ids)
         travelled += 0.5 * (prev_speed + speed) * (time_s - self._time_s) * known  # trapezoidal ∫ v dt
-        unchanged = len(ids) == len(self._ids) and bool(known.all())
-        if not unchanged:
-            _, self._spatial = realign(self._ids, self._spatial, ids)
-            _, self._taps_re = realign(self._ids, self._taps_re, ids)
-            _, self._taps_im = realign(self._ids, self._taps_im, ids)
-            self._draw(np.flatnonzero(~known))
+        if not (len(ids) == len(self._ids) and known.all() and np.array_equal(links, self._rsus)):
+            self._keep(ids, known, links)
         self._ids, self._time_s, self._travelled_m, self._speed_mps = ids, time_s, travelled, speed
+        slots = self._slots[links >= 0]
         # Phases are reduced to [−π, π] exactly in float64, then the trigonometry runs in float32, whose SIMD
         # kernels are ~10× faster; the envelope's relative error stays below 1e-6.
-        phase = self._spatial * travelled[:, None, None]
+        phase = self._spatial[slots] * travelled[np.nonzero(links >= 0)[0], None]
         phase -= 2.0 * math.pi * np.rint(phase / (2.0 * math.pi))
         phase32 = phase.astype(np.float32)
         cos, sin = np.cos(phase32), np.sin(phase32)
-        real = np.einsum("vrn,vrn->vr", cos, self._taps_re) - np.einsum("vrn,vrn->vr", sin, self._taps_im)
-        imag = np.einsum("vrn,vrn->vr", sin, self._taps_re) + np.einsum("vrn,vrn->vr", cos, self._taps_im)
-        return real.astype(float) + 1j * imag.astype(float)
+        taps_re, taps_im = self._taps_re[slots], self._taps_im[slots]
+        real = np.einsum("ln,ln->l", cos, taps_re) - np.einsum("ln,ln->l", sin, taps_im)
+        imag = np.einsum("ln,ln->l", sin, taps_re) + np.einsum("ln,ln->l", cos, taps_im)
+        out = np.zeros(links.shape, dtype=complex)
+        out[links >= 0] = real.astype(float) + 1j * imag.astype(float)
+        return out
 
-    def _draw(self, rows: np.ndarray) -> None:
-        """Fresh angles and tap gains for links of vehicles that were not seen before."""
+    def _keep(self, ids: np.ndarray, known: np.ndarray, links: np.ndarray) -> None:
+        """Hold the parameters of exactly the links asked for: carried over where the vehicle had that link at the
+        last update, drawn for the others; the pool rows of links no longer asked for are reused."""
+        _, held = realign(self._ids, self._rsus, ids)
+        _, held_slots = realign(self._ids, self._slots, ids)
+        held[~known] = -1
+        slots = np.full(links.shape, -1, dtype=np.int64)
+        if held.shape[1]:
+            match = (held[:, None, :] == links[:, :, None]) & (links[:, :, None] >= 0)  # (n, wanted, held)
+            row, want, have = np.nonzero(match)
+            slots[row, want] = held_slots[row, have]
+        fresh = (links >= 0) & (slots < 0)
+        in_use = np.zeros(len(self._spatial), dtype=bool)
+        in_use[slots[slots >= 0]] = True
+        free = np.flatnonzero(~in_use)
+        count = int(fresh.sum())
+        if count > len(free):  # grow the pool geometrically
+            size = len(self._spatial)
+            grow = max(count - len(free), size)
+            self._spatial = np.concatenate([self._spatial, np.zeros((grow, self._spatial.shape[1]))])
+            self._taps_re = np.concatenate([self._taps_re, np.zeros((grow, self._taps_re.shape[1]), np.float32)])
+            self._taps_im = np.concatenate([self._taps_im, np.zeros((grow, self._taps_im.shape[1]), np.float32)])
+            free = np.concatenate([free, size + np.arange(grow)])
+        slots[fresh] = free[:count]
+        self._draw(slots[fresh])
+        self._rsus, self._slots = links.copy(), slots
+
+    def _draw(self, slots: np.ndarray) -> None:
+        """Fresh angles and tap gains into pool rows `slots`."""
         n, k = self.num_sinusoids, self.k_factor
-        shape = (len(rows), self.num_rsus)
+        shape = (len(slots),)
         offset = self.rng.uniform(0.0, 2.0 * math.pi, (*shape, 1))
         angles = (2.0 * math.pi * np.arange(n) + offset) / n
         los_angle = self.rng.uniform(0.0, 2.0 * math.pi, (*shape, 1))
-        self._spatial[rows] = self._wavenumber * np.cos(np.concatenate([angles, los_angle], axis=-1))
+        self._spatial[slots] = self._wavenumber * np.cos(np.concatenate([angles, los_angle], axis=-1))
         scatter = (self.rng.standard_normal((*shape, n)) + 1j * self.rng.standard_normal((*shape, n)))
         scatter *= math.sqrt(0.5 / (n * (k + 1.0)))
         los_phase = self.rng.uniform(0.0, 2.0 * math.pi, (*shape, 1))
         taps = np.concatenate([scatter, math.sqrt(k / (k + 1.0)) * np.exp(1j * los_phase)], axis=-1)
-        self._taps_re[rows], self._taps_im[rows] = taps.real, taps.imag
+        self._taps_re[slots], self._taps_im[slots] = taps.real, taps.imag

@@ -153,7 +153,10 @@ def _open_trace(scenario: Scenario, out_dir: Path, saved: checkpoint.Checkpoint 
 
 def _simulate(scenario: Scenario, trace: TraceWriter, task: FederatedTask | SplitTask | _Replay,
               after_round: Callable[[RoundSummary], None]) -> None:
-    with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed, trace.out_dir) as mobility:
+    sim = scenario.simulation
+    window_s = (sim.start_s, sim.start_s + sim.rounds * sim.round_deadline_s)
+    with open_mobility(scenario.mobility, default_cache_dir(), scenario.seed, trace.out_dir, window_s=window_s,
+                       rsu=scenario.rsu) as mobility:
         rsus = place_rsus(scenario.rsu, mobility.bounds(), mobility.net_file)
         if mobility.net_file is not None:
             trace.manifest["uncovered_lane_fraction"] = network_uncovered_fraction(rsus, mobility.net_file)

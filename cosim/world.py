@@ -46,7 +46,8 @@ class World:
         self.device = scenario.energy.device()
         self.association = Association(hysteresis_db=scenario.rsu.hysteresis_db,
                                        time_to_trigger_s=scenario.rsu.time_to_trigger_s,
-                                       interruption_s=scenario.rsu.handover_interruption_s)
+                                       interruption_s=scenario.rsu.handover_interruption_s,
+                                       filter_k=scenario.rsu.l3_filter_k)
         self.large_scale = LargeScaleChannel(_pathloss_model(ch), ch.carrier_hz, rsus.count,
                                              stream(scenario.seed, "shadowing"))
         self.fading = _FastFading(ch, rsus.count, stream(scenario.seed, "fading"))
@@ -59,6 +60,7 @@ class World:
         self._path_gain = np.zeros(0)  # serving link without fast fading
         self.slot = np.zeros(0, dtype=np.int64)
         self.batteries = Batteries()
+        self._served_ever = np.zeros(0, dtype=bool)  # by slot: ever served by an RSU
         self._tick_event = env.event()
 
     @property
@@ -79,8 +81,8 @@ class World:
     def begin_round(self) -> None:
         """Called as a round starts: round-block fading takes its new draw here (the other kinds change per tick)."""
         if self.fading.new_round(self.ids):
-            rows = np.arange(len(self.ids))
-            self.gain = self._path_gain * self.fading.serving_links(self.snapshot, rows, np.maximum(self.serving, 0))
+            self.gain = self._path_gain * self.fading.serving_links(self.snapshot, self.serving,
+                                                                    self.association.candidates())
 
     def refresh(self) -> None:
         snap = self.mobility.advance(self.env.now)
@@ -93,11 +95,15 @@ class World:
         rows = np.arange(len(snap.ids))
         column = np.maximum(serving, 0)
         self._path_gain = np.where(serving >= 0, db_to_linear(-loss_db[rows, column]), 0.0)
-        self.gain = self._path_gain * self.fading.serving_links(snap, rows, column)
+        self.gain = self._path_gain * self.fading.serving_links(snap, serving, self.association.candidates())
         self.distance_m = np.where(serving >= 0, distance_2d[rows, column], np.nan)
         self.dwell_s = dwell_time_s(self.rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
         self.serving = serving
         self._assign_slots(snap.ids)
+        served = np.zeros(len(self.batteries), dtype=bool)
+        served[:len(self._served_ever)] = self._served_ever
+        served[self.slot[serving >= 0]] = True
+        self._served_ever = served
         self.snapshot = snap
         if events:
             self.on_handovers(events)
@@ -107,6 +113,17 @@ class World:
         newcomers = np.flatnonzero(~known)
         slot[newcomers] = self.batteries.add(self.device.battery_j, len(newcomers))
         self.slot = slot
+
+    @property
+    def vehicles_seen(self) -> int:
+        """Distinct vehicles in the network at any tick so far."""
+        return len(self.batteries)
+
+    @property
+    def served_seen(self) -> int:
+        """Distinct vehicles served by an RSU at any tick so far (with vehicles_seen: why a run had no participant,
+        see mobility.checks.no_participant_error)."""
+        return int(self._served_ever.sum())
 
     def can_transmit(self) -> np.ndarray:
         """(n,) served, not inside a handover interruption, battery not empty: who a scheduler may pick."""
@@ -140,7 +157,8 @@ def _pathloss_model(ch: ChannelConfig) -> SimplePathloss | str:
 class _FastFading:
     """Small-scale power gain of each vehicle's serving link: none, block (i.i.d. per tick), Jakes-correlated, or
     round (i.i.d. per vehicle and round, constant through the round: the seeds' quasi-static block fading, under
-    which a round's planned delays are exactly its realised ones when nothing moves)."""
+    which a round's planned delays are exactly its realised ones when nothing moves). Jakes fading is kept for the
+    serving link and the handover candidate only, so the target's fading continues through a handover."""
 
     def __init__(self, ch: ChannelConfig, num_rsus: int, rng: np.random.Generator) -> None:
         self.kind = ch.fading
@@ -151,13 +169,15 @@ class _FastFading:
         self.per_round = ch.fading_correlation == "round" and ch.fading != "none"
         self._held_ids, self._held = np.array([], dtype=str), np.zeros(0)  # round mode: this round's draws
 
-    def serving_links(self, snap: Snapshot, rows: np.ndarray, column: np.ndarray) -> np.ndarray | float:
+    def serving_links(self, snap: Snapshot, serving: np.ndarray, candidate: np.ndarray) -> np.ndarray | float:
+        """(n,) power gain of each vehicle's serving link (unserved vehicles get a value that is never used)."""
         if self.kind == "none":
             return 1.0
-        if self.correlated is not None:  # advanced for every link each tick: its Doppler phase integrates speed
-            return self.correlated.update(snap.ids, snap.speed_mps, snap.time_s)[rows, column]
+        if self.correlated is not None:  # advanced every tick: its Doppler phase integrates speed
+            links = np.column_stack([serving, np.where(candidate != serving, candidate, -1)])
+            return self.correlated.update(snap.ids, snap.speed_mps, snap.time_s, links)[:, 0]
         if not self.per_round:
-            return self._draw(len(rows))
+            return self._draw(len(serving))
         known, held = realign(self._held_ids, self._held, snap.ids)
         fresh = np.flatnonzero(~known)
         held[fresh] = self._draw(len(fresh))  # a vehicle that appears mid-round gets its own block

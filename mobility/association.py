@@ -1,4 +1,5 @@
-"""Serving-RSU selection with hysteresis and time-to-trigger (the LTE/NR A3 event), vectorised over vehicles."""
+"""Serving-RSU selection with a layer-3 RSRP filter, hysteresis and time-to-trigger (the LTE/NR A3 event),
+vectorised over vehicles."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from mobility.errors import MobilityError
 
 # Tolerance on the time-to-trigger comparison, so that k updates of dt trigger at k*dt despite float round-off.
 _TIME_EPS_S = 1e-9
+# TS 38.331 §5.5.3.2: filterCoefficient k assumes one measurement every 200 ms; other rates keep its time constant.
+L3_SAMPLE_PERIOD_S = 0.2
+L3_FILTER_COEFFICIENTS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 17, 19)  # fc0 .. fc19 of 38.331
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,40 @@ class HandoverEvent:
     interruption_s: float = 0.0
 
 
+def l3_filter_weight(k: int, elapsed_s: float) -> float:
+    """Weight a of a new measurement in F = (1 − a)·F + a·M after elapsed_s: a = 1/2^(k/4) per 200 ms sample
+    (TS 38.331 §5.5.3.2), compounded over elapsed_s / 200 ms so the filter's time constant does not depend on how
+    often it is updated; 1 (no filtering) for k = 0."""
+    return 1.0 - (1.0 - 2.0 ** (-k / 4.0)) ** (elapsed_s / L3_SAMPLE_PERIOD_S)
+
+
+def ping_pong_fraction(events: list[HandoverEvent], window_s: float = 10.0) -> float:
+    """Share of handovers (RSU to RSU) that take a vehicle back to the RSU it left less than window_s before."""
+    last: dict[str, HandoverEvent] = {}
+    handovers = returns = 0
+    for event in events:
+        if event.from_rsu < 0 or event.to_rsu < 0:
+            last.pop(event.vehicle, None)
+            continue
+        previous = last.get(event.vehicle)
+        handovers += 1
+        returns += bool(previous and previous.from_rsu == event.to_rsu and event.time_s - previous.time_s < window_s)
+        last[event.vehicle] = event
+    return returns / handovers if handovers else 0.0
+
+
 class Association:
     """Keeps each vehicle's serving RSU between updates; state lives in arrays aligned to the sorted ids.
 
-    A handover between two RSUs interrupts the vehicle's link for interruption_s (detach, random access and path
-    switch at the target); `interrupted(time_s)` says who is still inside that gap."""
+    RSRP passes the layer-3 filter (filter_k, per link, in dB as 38.331 filters logarithmic measurements; a new
+    vehicle's filter starts at its first measurement) before the A3 rules. A handover between two RSUs interrupts the
+    vehicle's link for interruption_s (detach, random access and path switch at the target); `interrupted(time_s)`
+    says who is still inside that gap."""
 
-    def __init__(self, *, hysteresis_db: float, time_to_trigger_s: float = 0.0, interruption_s: float = 0.0) -> None:
+    def __init__(self, *, hysteresis_db: float, time_to_trigger_s: float = 0.0, interruption_s: float = 0.0,
+                 filter_k: int = 0) -> None:
+        if filter_k not in L3_FILTER_COEFFICIENTS:
+            raise MobilityError(f"filter_k={filter_k} must be one of 38.331's {L3_FILTER_COEFFICIENTS}")
         if not hysteresis_db >= 0:
             raise MobilityError(f"hysteresis_db={hysteresis_db} must be >= 0")
         if not time_to_trigger_s >= 0:
@@ -40,7 +71,10 @@ class Association:
         self._hysteresis_db = float(hysteresis_db)
         self._interruption_s = float(interruption_s)
         self._ttt_s = float(time_to_trigger_s)
+        self._filter_k = filter_k
         self._time_s = -np.inf
+        self._filtered = np.empty((0, 0))  # layer-3 filtered RSRP (n, m) in dBm
+        self._match: tuple[np.ndarray, ...] | None = None  # (ids, last ids, known, rows) of the last realignment
         self._ids = np.array([], dtype=str)
         self._serving = np.empty(0, dtype=np.int64)
         self._candidate = np.empty(0, dtype=np.int64)  # A3 target being timed, -1 if none
@@ -53,6 +87,13 @@ class Association:
         """Apply attach / coverage-loss / A3 rules for this instant; return serving (n,) int64 aligned with ids and
         the handover events, in id order."""
         ids, rsrp_dbm, in_coverage = self._check(time_s, ids, rsrp_dbm, in_coverage)
+        if self._filter_k:
+            rsrp_dbm = rsrp_dbm.copy()  # a newcomer's filter starts at its first measurement
+            if self._filtered.shape[1:] == rsrp_dbm.shape[1:] and len(self._ids) and len(ids):
+                known, rows = self._align(ids)
+                a = l3_filter_weight(self._filter_k, time_s - self._time_s)
+                rsrp_dbm[known] = (1.0 - a) * self._filtered[rows] + a * rsrp_dbm[known]
+            self._filtered = rsrp_dbm
         n, m = rsrp_dbm.shape
         rows = np.arange(n)
         serving = self._lookup(ids, self._serving, -1)
@@ -105,20 +146,31 @@ class Association:
         Transfer process can wait until then instead of polling every tick."""
         return self._lookup(np.asarray(ids, dtype=str), self._until_s, -np.inf)
 
+    def candidates(self) -> np.ndarray:
+        """(n,) the RSU each vehicle of the last update is timing a handover to (A3 holds), -1 if none."""
+        return self._candidate.copy()
+
     def serving_of(self, ids: np.ndarray) -> np.ndarray:
         """Current serving RSU for these ids (any order), -1 for ids never seen or gone at the last update."""
         return self._lookup(np.asarray(ids, dtype=str), self._serving, -1)
 
     def _lookup(self, ids: np.ndarray, column: np.ndarray, missing: float) -> np.ndarray:
         """Realign a state column from the last update's ids to `ids`, filling vehicles not known with `missing`."""
-        out = np.full(len(ids), missing, dtype=column.dtype)
+        out = np.full((len(ids), *column.shape[1:]), missing, dtype=column.dtype)
         if len(self._ids) == 0 or len(ids) == 0:
             return out
-        pos = np.searchsorted(self._ids, ids)
-        pos_clipped = np.minimum(pos, len(self._ids) - 1)
-        known = self._ids[pos_clipped] == ids
-        out[known] = column[pos_clipped[known]]
+        known, rows = self._align(ids)
+        out[known] = column[rows]
         return out
+
+    def _align(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(known, rows): which of `ids` the last update had, and at which rows; one string search per update, not
+        per state column. Needs both id arrays non-empty."""
+        if self._match is None or self._match[0] is not ids or self._match[1] is not self._ids:
+            pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+            known = self._ids[pos] == ids
+            self._match = (ids, self._ids, known, pos[known])
+        return self._match[2], self._match[3]
 
     def _check(
         self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray

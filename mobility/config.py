@@ -12,12 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, model_validator
 
+from mobility.association import L3_FILTER_COEFFICIENTS
+from mobility.checks import VEHICLE_CLASSES, demand_problems, rsu_problems
 from mobility.errors import MobilityError
-from mobility.netgen import SumoFiles, generated_network, osm_network, random_demand
-from mobility.rsu import RsuLayout, file_layout, grid_layout, junction_layout, spaced_layout
+from mobility.netgen import SumoFiles, cached, generated_network, osm_network, random_demand
+from mobility.rsu import RsuLayout, file_layout, grid_layout, junction_layout, net_bounds, spaced_layout
 from mobility.static import StaticDiskMobility
 from mobility.sumo import SumoMobility
-from mobility.trace import TraceMobility, record_trace
+from mobility.sumocfg import SumoConfigFile, controlled_option_problems, option_problems, read_sumo_config
+from mobility.trace import TraceMobility, record_trace, trace_span
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -136,6 +139,14 @@ class StaticDiskConfig(Table):
 
 class MobilityConfig(Table):
     source: Literal["sumo", "trace", "static-disk"] = "sumo"
+    # A scenario as its authors ship it: net, routes, additionals, begin, end and step length come from the
+    # .sumocfg (its other options apply too); fields set here override it.
+    sumo_config: ExistingFile | None = None
+    sumo_options: list[str] = Field(default_factory=list)  # extra SUMO options, e.g. ["--ignore-route-errors"]
+    begin_s: NonNegative | None = None  # SUMO's start time (--begin); default: the .sumocfg's begin, else 0
+    vehicle_classes: list[Literal[VEHICLE_CLASSES]] = Field(default_factory=list)  # type: ignore[valid-type]
+    # Save SUMO's state at simulation.start_s once (cached by content) and start every run from it.
+    warm_start: bool = True
     disk: StaticDiskConfig = StaticDiskConfig()
     trace: ExistingFile | None = None  # source = "trace": SUMO FCD .xml[.gz], .csv or .parquet
     backend: Literal["libsumo", "traci"] = "libsumo"
@@ -154,11 +165,18 @@ class MobilityConfig(Table):
             raise ValueError('source = "trace" needs trace = "path/to/trace.parquet" (or .csv, FCD .xml)')
         if (self.gui or self.remote) and self.backend != "traci":
             raise ValueError('gui and remote need backend = "traci" (libsumo runs SUMO in-process, headless)')
+        if self.sumo_config is not None and {"network", "demand"} & self.model_fields_set:
+            raise ValueError("sumo_config names the network and the demand; remove network and demand")
+        problems = controlled_option_problems(self.sumo_options)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
     def net_file_given(self) -> Path | None:
         """The user's own net file, if the scenario names one (a trace can use it for junction RSUs)."""
+        if self.sumo_config is not None:
+            return read_sumo_config(self.sumo_config).files.net
         return self.network.path if isinstance(self.network, FileNetworkConfig) else None
 
 
@@ -176,6 +194,11 @@ class RsuConfig(Table):
     # the vehicle's own uplink power, so both directions run at one rate (seed 001's delay model τ = L_k/R_k, where
     # L_k counts the features sent back too).
     downlink: Literal["spread", "reciprocal"] = "spread"
+    # Layer-3 filter of RSRP before hysteresis and time-to-trigger (3GPP TS 38.331 §5.5.3.2 filterCoefficient):
+    # F = (1 − a)·F + a·M with a = 1/2^(k/4) per 200 ms of measurements; 0 = no filter. 38.331's default fc4 (memory
+    # ≈ 0.3 s) averages fast fading out of raw samples, but the RSRP here is already the large-scale power, whose
+    # shadowing changes over its decorrelation distance: fc11 remembers ≈ 1.35 s, the time to drive ~20 m at 50 km/h.
+    l3_filter_k: Literal[L3_FILTER_COEFFICIENTS] = 11  # type: ignore[valid-type]
     hysteresis_db: NonNegative = 3.0
     time_to_trigger_s: NonNegative = 0.0
     handover_interruption_s: NonNegative = 0.0
@@ -189,6 +212,9 @@ class RsuConfig(Table):
 
 def sumo_files(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoFiles:
     """The network and demand SUMO will run, built into (or reused from) the content-hash cache."""
+    if config.sumo_config is not None:
+        files = read_sumo_config(config.sumo_config).files
+        return SumoFiles(net=files.net, routes=files.routes, additional=files.additional + tuple(config.additional))
     cache = Path(cache_dir) / "sumo"
     network = config.network
     if isinstance(network, FileNetworkConfig):
@@ -207,23 +233,115 @@ def sumo_files(config: MobilityConfig, cache_dir: Path, seed: int) -> SumoFiles:
     return SumoFiles(net=net, routes=routes, additional=tuple(config.additional))
 
 
-def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, log_dir: Path | None = None
-                  ) -> SumoMobility | TraceMobility | StaticDiskMobility:
+def _sumo_config(config: MobilityConfig) -> SumoConfigFile | None:
+    return read_sumo_config(config.sumo_config) if config.sumo_config is not None else None
+
+
+def begin_s(config: MobilityConfig) -> float:
+    """When SUMO starts: mobility.begin_s, else the .sumocfg's begin, else 0."""
+    cfg = _sumo_config(config)
+    if config.begin_s is not None:
+        return config.begin_s
+    return cfg.begin_s if cfg is not None and cfg.begin_s is not None else 0.0
+
+
+def problems(config: MobilityConfig, *, window_s: tuple[float, float], cache_dir: Path, seed: int,
+             rsu: RsuConfig | None = None) -> list[str]:
+    """Why a run over simulated times window_s (simulation.start_s to its last possible round end) would be empty
+    or fail late: one line per problem, naming the field to change. Empty when the run can go ahead."""
+    start_s, end_s = window_s
+    found: list[str] = []
+    net: Path | None = None
+    if config.source == "trace":
+        assert config.trace is not None  # guaranteed by MobilityConfig validation
+        first, last = trace_span(config.trace)
+        if first > start_s or last < end_s:
+            found.append(f"mobility.trace: {config.trace.name} covers {first:g}-{last:g} s but the run needs "
+                         f"{start_s:g}-{end_s:g} s (simulation.start_s to start_s + rounds × round_deadline_s); "
+                         "record a longer trace or lower simulation.rounds")
+        if config.vehicle_classes:
+            found.append("mobility.vehicle_classes: a trace holds the vehicles it was recorded with; set the "
+                         "classes when recording and remove them here")
+        net = config.net_file_given
+        bounds = TraceMobility.bounds_of(config.trace, net)
+    elif config.source == "sumo" and not config.remote:
+        found += option_problems(config.sumo_options)
+        files = sumo_files(config, cache_dir, seed)
+        begin, cfg = begin_s(config), _sumo_config(config)
+        if start_s < begin:
+            found.append(f"simulation.start_s = {start_s:g} s is before SUMO begins (mobility.begin_s = {begin:g} s);"
+                         f" set simulation.start_s >= {begin:g}")
+        if cfg is not None and cfg.end_s is not None and cfg.end_s < end_s:
+            found.append(f"mobility.sumo_config: its <end value={cfg.end_s:g}> stops SUMO before the run's end at "
+                         f"{end_s:g} s; lower simulation.rounds or raise <end> in {cfg.path.name}")
+        found += demand_problems(files, begin_s=max(begin, 0.0), end_s=end_s, classes=config.vehicle_classes)
+        net = files.net
+        bounds = net_bounds(net)
+    else:
+        return found
+    if rsu is not None and not found:
+        found += rsu_problems(place_rsus(rsu, bounds, net), bounds, net)
+    return found
+
+
+def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, log_dir: Path | None = None, *,
+                  window_s: tuple[float, float] | None = None,
+                  rsu: RsuConfig | None = None) -> SumoMobility | TraceMobility | StaticDiskMobility:
     """Start the scenario's mobility source: live SUMO on cached network and demand, a trace replay, or the static
-    disk of the seed papers. `log_dir` holds SUMO's error log while it runs."""
+    disk of the seed papers. Given the run's window (and its RSUs), first refuse a run that `problems` finds would
+    be empty; with warm_start, SUMO starts from its state at window_s[0], saved once per content. `log_dir` holds
+    SUMO's error log while it runs."""
+    if window_s is not None:
+        found = problems(config, window_s=window_s, cache_dir=cache_dir, seed=seed, rsu=rsu)
+        if found:
+            raise MobilityError("\n".join(found))
     if config.source == "static-disk":
         return StaticDiskMobility(config.disk.devices, config.disk.radius_m, seed)
     if config.source == "trace":
         assert config.trace is not None  # guaranteed by MobilityConfig validation
         return TraceMobility(config.trace, net_file=config.net_file_given)
-    remote = None
     if config.remote:
         host, port = config.remote.rsplit(":", 1)
-        remote = (host, int(port))
-    files = None if remote else sumo_files(config, cache_dir, seed)
-    return SumoMobility(files, step_length_s=config.step_length_s, seed=seed, backend=config.backend,
-                        time_to_teleport_s=config.time_to_teleport_s, scale=config.scale, gui=config.gui,
-                        remote=remote, log_dir=log_dir)
+        return SumoMobility(None, step_length_s=config.step_length_s, seed=seed, backend=config.backend,
+                            remote=(host, int(port)), log_dir=log_dir)
+    files = sumo_files(config, cache_dir, seed)
+    cfg = _sumo_config(config)
+    # Fields the scenario leaves unset defer to the .sumocfg.
+    inherit = cfg is not None
+    step_s = config.step_length_s
+    if inherit and "step_length_s" not in config.model_fields_set and cfg.step_length_s is not None:
+        step_s = cfg.step_length_s
+    launch = {
+        "step_length_s": step_s, "seed": seed, "backend": config.backend, "gui": config.gui,
+        "time_to_teleport_s": None if inherit and "time_to_teleport_s" not in config.model_fields_set
+        else config.time_to_teleport_s,
+        "scale": None if inherit and "scale" not in config.model_fields_set else config.scale,
+        "config_file": cfg.path if cfg else None, "begin_s": begin_s(config), "options": config.sumo_options,
+        "vehicle_classes": config.vehicle_classes,
+    }
+    state = None
+    if config.warm_start and window_s is not None and window_s[0] > launch["begin_s"]:
+        state = _warm_state(files, launch, until_s=window_s[0], cache_dir=Path(cache_dir) / "sumo")
+    return SumoMobility(files, **launch, load_state=state, log_dir=log_dir)
+
+
+def _warm_state(files: SumoFiles, launch: dict, *, until_s: float, cache_dir: Path) -> Path:
+    """SUMO's state at until_s, simulated once and then reused: cached by the content of every input and every
+    setting SUMO runs with (not the backend, the GUI or which vehicles snapshots keep), so any change simulates it
+    afresh."""
+    settings = {k: v for k, v in launch.items() if k not in ("gui", "backend", "vehicle_classes")}
+
+    def build(out: Path) -> None:
+        with SumoMobility(files, **settings) as warm:
+            warm.advance(until_s)
+            warm.save_state(out / "state.sbx")
+
+    inputs = [files.net, *files.routes, *files.additional]
+    if launch["config_file"] is not None:
+        inputs.append(launch["config_file"])
+    params = {"kind": "state", "until_s": float(until_s),
+              **{k: str(v) if isinstance(v, Path) else list(v) if k == "options" else v for k, v in settings.items()}}
+    return cached(cache_dir, params, inputs, build, "state.sbx")
 
 
 def place_rsus(config: RsuConfig, bounds: tuple[float, float, float, float],
@@ -256,5 +374,5 @@ def grid_shape(count: int) -> tuple[int, int]:
 def record_scenario(config: MobilityConfig, cache_dir: Path, seed: int, out: Path, *, start_s: float, tick_s: float,
                     duration_s: float) -> tuple[int, int]:
     """Record the scenario's mobility to `out` (what `cosim mobility record` runs); return (rows, vehicles)."""
-    with open_mobility(config, cache_dir, seed) as mobility:
+    with open_mobility(config, cache_dir, seed, window_s=(start_s, start_s + duration_s)) as mobility:
         return record_trace(mobility, out, start_s=start_s, tick_s=tick_s, duration_s=duration_s)

@@ -93,7 +93,7 @@ def generated_network(cache_dir: Path, kind: str, *, lanes: int, seed: int, **op
     cmd = [str(sumo_home() / "bin" / "netgenerate"), switch, f"--default.lanenumber={lanes}", f"--seed={seed}",
            *(f"{names[name]}={value:g}" for name, value in sorted(options.items())),
            "--no-warnings", f"--output-file={NET_NAME}"]
-    return _cached(cache_dir, params, [], lambda out: _run_tool(out, cmd), NET_NAME)
+    return cached(cache_dir, params, [], lambda out: _run_tool(out, cmd), NET_NAME)
 
 
 def osm_network(cache_dir: Path, osm_file: Path) -> Path:
@@ -102,7 +102,7 @@ def osm_network(cache_dir: Path, osm_file: Path) -> Path:
     cmd = [str(sumo_home() / "bin" / "netconvert"), f"--osm-files={osm_file}", "--geometry.remove",
            "--ramps.guess", "--junctions.join", "--tls.guess-signals", "--tls.discard-simple", "--no-warnings",
            f"--output-file={NET_NAME}"]
-    return _cached(cache_dir, {"kind": "osm"}, [osm_file], lambda out: _run_tool(out, cmd), NET_NAME)
+    return cached(cache_dir, {"kind": "osm"}, [osm_file], lambda out: _run_tool(out, cmd), NET_NAME)
 
 
 def random_demand(cache_dir: Path, net: Path, *, trip_period_s: float, begin_s: float, end_s: float,
@@ -120,7 +120,7 @@ def random_demand(cache_dir: Path, net: Path, *, trip_period_s: float, begin_s: 
     cmd = [sys.executable, str(sumo_home() / "tools" / "randomTrips.py"), f"--net-file={net}",
            "--output-trip-file=trips.trips.xml", f"--route-file={ROUTES_NAME}", f"--begin={begin_s:g}",
            f"--end={end_s:g}", f"--period={trip_period_s:g}", f"--seed={seed}", "--validate"]
-    return _cached(cache_dir, params, [net], lambda out: _run_tool(out, cmd), ROUTES_NAME)
+    return cached(cache_dir, params, [net], lambda out: _run_tool(out, cmd), ROUTES_NAME)
 
 
 def grid_scenario(cache_dir: Path, *, junctions: int, edge_length_m: float, lanes: int, trip_period_s: float,
@@ -171,7 +171,7 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
-def _cached(cache_dir: Path, params: dict, inputs: list[Path], build: Callable[[Path], None], output: str) -> Path:
+def cached(cache_dir: Path, params: dict, inputs: list[Path], build: Callable[[Path], None], output: str) -> Path:
     """Return cache_dir/<key>/<output>, building it first if absent.
 
     The build happens in a temporary sibling directory renamed into place, so an interrupted build never leaves a

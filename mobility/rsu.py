@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
+import xml.parsers.expat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mobility.errors import MobilityError
-from mobility.netgen import check_xml
+from mobility.netgen import check_xml, file_digest, parse_xml
 
 if TYPE_CHECKING:
     import sumolib
@@ -51,8 +53,38 @@ class RsuLayout:
         xy = np.asarray(xy_m, dtype=np.float64)
         if xy.ndim != 2 or xy.shape[1] != 2:
             raise MobilityError(f"distances_m expects vehicle positions of shape (n, 2), got {xy.shape}")
-        delta = xy[:, None, :] - self.xy_m[None, :, :]
-        return np.hypot(delta[..., 0], delta[..., 1])
+        dx = xy[:, 0, None] - self.xy_m[None, :, 0]
+        dy = xy[:, 1, None] - self.xy_m[None, :, 1]
+        dx *= dx
+        dy *= dy
+        dx += dy
+        return np.sqrt(dx, out=dx)  # in place: one (n, m) temporary less than hypot, which a city tick feels
+
+
+def net_bounds(net_file: Path) -> tuple[float, float, float, float]:
+    """xmin, ymin, xmax, ymax over every lane shape of a SUMO network (junction-internal lanes included): SUMO's
+    net boundary covers edge centre lines only, and vehicles on outer lanes sit up to a few lane widths beyond it.
+    Live SUMO and a trace replay on the same net both place grid RSUs from this box, so they place them alike."""
+    return _net_bounds(Path(net_file).resolve(), file_digest(net_file))
+
+
+@functools.lru_cache(maxsize=8)
+def _net_bounds(net_file: Path, digest: str) -> tuple[float, float, float, float]:
+    """Streamed over the file (a city's net does not sit in memory twice); cached by content."""
+    low, high = [math.inf, math.inf], [-math.inf, -math.inf]
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        if tag == "lane" and "shape" in attrs:
+            points = np.array([p.split(",")[:2] for p in attrs["shape"].split()], dtype=np.float64)
+            low[:] = np.minimum(low, points.min(axis=0))
+            high[:] = np.maximum(high, points.max(axis=0))
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = start
+    parse_xml(net_file, parser, "net")
+    if not math.isfinite(low[0]):
+        raise MobilityError(f"net file {net_file} has no lanes; check the network")
+    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
 
 
 def grid_layout(
@@ -171,12 +203,18 @@ def _csv_row(path: Path, line: int, row: dict[str, str | None], defaults: dict[s
 
 
 def _read_net(net_file: Path) -> sumolib.net.Net:
-    """sumolib's reader, with a malformed or missing file reported by name and line."""
-    import sumolib  # deferred: only junction placement and coverage need it, and it is slow to import
-
+    """sumolib's reader, with a malformed or missing file reported by name and line; the last net read is kept
+    (by content), as the pre-run checks and the run both place RSUs and measure coverage on it."""
     net_file = Path(net_file)
     if not net_file.is_file():
         raise MobilityError(f"net file {net_file} does not exist; fix the network path in the scenario")
+    return _read_net_content(net_file.resolve(), file_digest(net_file))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_net_content(net_file: Path, digest: str) -> sumolib.net.Net:
+    import sumolib  # deferred: only junction placement and coverage need it, and it is slow to import
+
     check_xml(net_file, "net")  # sumolib acts on elements as it streams, so it would fail before the bad line
     try:
         return sumolib.net.readNet(str(net_file))
@@ -186,8 +224,15 @@ def _read_net(net_file: Path) -> sumolib.net.Net:
 
 def lane_samples(net_file: Path, step_m: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Points every ~step_m along every lane (internal junction lanes excluded) and the lane length each stands
-    for, so length-weighted statistics of the road network reduce to sums over points."""
-    net = _read_net(net_file)
+    for, so length-weighted statistics of the road network reduce to sums over points. Read-only arrays, kept for
+    the last net (by content)."""
+    _read_net(net_file)  # a missing or malformed file is named
+    return _lane_samples(Path(net_file).resolve(), file_digest(net_file), step_m)
+
+
+@functools.lru_cache(maxsize=1)
+def _lane_samples(net_file: Path, digest: str, step_m: float) -> tuple[np.ndarray, np.ndarray]:
+    net = _read_net_content(net_file, digest)
     points, weights = [], []
     for edge in net.getEdges(withInternal=False):
         for lane in edge.getLanes():
@@ -201,7 +246,10 @@ def lane_samples(net_file: Path, step_m: float = 5.0) -> tuple[np.ndarray, np.nd
             weights.append((length / k)[segment])
     if not points:
         raise MobilityError(f"net file {net_file} has no lanes; check the network")
-    return np.concatenate(points), np.concatenate(weights)
+    out = np.concatenate(points), np.concatenate(weights)
+    for array in out:
+        array.flags.writeable = False
+    return out
 
 
 def uncovered_fraction(layout: RsuLayout, xy_m: np.ndarray, weights: np.ndarray | None = None) -> float:

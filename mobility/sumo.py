@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal
@@ -18,6 +18,7 @@ import numpy as np
 
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, check_xml, sumo_home
+from mobility.rsu import net_bounds
 from mobility.snapshot import Snapshot, sumo_angle_to_heading
 
 # traci.constants, copied so that importing this module does not import traci/libsumo.
@@ -72,15 +73,23 @@ class SumoMobility:
         step_length_s: float,
         seed: int,
         backend: Literal["libsumo", "traci"] = "libsumo",
-        time_to_teleport_s: float = 300.0,
-        scale: float = 1.0,
+        time_to_teleport_s: float | None = 300.0,
+        scale: float | None = 1.0,
         gui: bool = False,
         remote: tuple[str, int] | None = None,
         log_dir: Path | None = None,
+        config_file: Path | None = None,
+        begin_s: float | None = None,
+        options: Sequence[str] = (),
+        vehicle_classes: Collection[str] = (),
+        load_state: Path | None = None,
     ) -> None:
         """`files` is None only with `remote` (a SUMO started elsewhere, with its own inputs); `gui` launches
-        sumo-gui and `remote` attaches to host:port, both through TraCI. SUMO's error log lives in `log_dir` (e.g.
-        the run directory; default the system's temporary folder) until close()."""
+        sumo-gui and `remote` attaches to host:port, both through TraCI. `config_file` (a .sumocfg) is loaded first,
+        so its other options apply and the explicit ones here override it; None for time_to_teleport_s or scale
+        leaves them to it. `options` are extra SUMO options, `vehicle_classes` the SUMO vClasses a snapshot keeps
+        (empty: all), `load_state` a state saved by `save_state` to start from instead of `begin_s`. SUMO's error
+        log lives in `log_dir` (e.g. the run directory; default the system's temporary folder) until close()."""
         if remote is None and files is None:
             raise MobilityError("SumoMobility needs SUMO files unless it attaches to a remote SUMO")
         paths = [("net", files.net), *(("routes", p) for p in files.routes),
@@ -91,7 +100,7 @@ class SumoMobility:
             check_xml(path, f"SUMO {name}")
         if step_length_s <= 0:
             raise MobilityError(f"step_length_s={step_length_s} must be > 0")
-        if scale <= 0:
+        if scale is not None and scale <= 0:
             raise MobilityError(f"scale={scale} must be > 0")
         if backend not in ("libsumo", "traci"):
             raise MobilityError(f"backend={backend!r} must be 'libsumo' or 'traci'")
@@ -105,28 +114,36 @@ class SumoMobility:
 
         self._backend = backend
         self._closed = False
+        self._classes = frozenset(vehicle_classes)
+        self._allowed: dict[str, bool] = {}  # vehicle id -> its class is kept (asked once per vehicle)
         self.net_file = Path(files.net) if files else None
         log_fd, log_name = tempfile.mkstemp(prefix="sumo-errors-", suffix=".log", dir=log_dir)
         os.close(log_fd)
         self._error_log = Path(log_name)
         cmd: list[str] = []
         if files:
-            options = {
+            settings: dict[str, object] = {
+                "--configuration-file": config_file,
                 "--net-file": files.net,
                 # Vehicle types must be known before the routes that use them: route files load in this order.
                 "--route-files": ",".join(str(p) for p in files.routes),
                 "--step-length": float(step_length_s),
                 "--seed": int(seed),
-                "--scale": float(scale),
-                "--time-to-teleport": float(time_to_teleport_s),
+                "--scale": scale,
+                "--time-to-teleport": time_to_teleport_s,
+                "--begin": None if load_state else begin_s,
+                "--load-state": load_state,
+                # Random-number states go into saved states, so a run started from one continues like the run
+                # that saved it.
+                "--save-state.rng": "true",
+                "--save-state.precision": 6,  # positions in a saved state (SUMO's default: centimetres)
                 "--error-log": self._error_log,
+                "--additional-files": ",".join(str(p) for p in files.additional) or None,
             }
-            if files.additional:
-                options["--additional-files"] = ",".join(str(p) for p in files.additional)
             binary = "sumo-gui" if gui else "sumo"
             cmd = [str(sumo_home() / "bin" / binary), "--no-step-log", "--no-warnings"]
-            cmd += [str(part) for option in options.items() for part in option]
-            cmd += ["--start", "--quit-on-end"] if gui else []
+            cmd += [str(part) for option in settings.items() if option[1] is not None for part in option]
+            cmd += [*map(str, options), *(["--start", "--quit-on-end"] if gui else [])]
         try:
             self._api, self._errors = self._start(cmd, remote)
         except MobilityError:
@@ -142,11 +159,11 @@ class SumoMobility:
                 self._api.simulation.subscribeContext(
                     "", _CMD_GET_VEHICLE_VARIABLE, 1e9, [_VAR_POSITION, _VAR_SPEED, _VAR_ANGLE]
                 )
-            self._bounds = self._lane_bounds()
+            self._bounds = net_bounds(self.net_file) if self.net_file else self._lane_bounds()
             self._time_s = float(self._api.simulation.getTime())
             # SUMO inserts vehicles only while stepping, so before the first step the network is empty (and a
-            # subscription may still hold a previous simulation's results).
-            self._stepped = False
+            # subscription may still hold a previous simulation's results), unless a saved state brought them.
+            self._stepped = load_state is not None
         except self._errors as exc:
             self.close()
             raise self._failure("SUMO failed while setting up", exc) from exc
@@ -216,8 +233,7 @@ class SumoMobility:
         return MobilityError(f"{what}: {detail}")
 
     def _lane_bounds(self) -> tuple[float, float, float, float]:
-        """Bounding box of all lane shapes: SUMO's net boundary covers edge centre lines only, and vehicles on
-        outer lanes sit up to a few lane widths beyond it."""
+        """Bounding box of all lane shapes as a remote SUMO reports them (see rsu.net_bounds)."""
         lane = self._api.lane
         points = np.array([p for lane_id in lane.getIDList() for p in lane.getShape(lane_id)], dtype=np.float64)
         if points.size == 0:
@@ -248,13 +264,30 @@ class SumoMobility:
         """Every vehicle's id, position, speed and SUMO angle, in SUMO's order."""
         if self._backend == "traci":
             results = self._api.simulation.getContextSubscriptionResults("") or {}
-            values = results.values()
-            return (list(results), [v[_VAR_POSITION] for v in values], [v[_VAR_SPEED] for v in values],
+            ids = self._kept(list(results))
+            values = [results[v] for v in ids]
+            return (list(ids), [v[_VAR_POSITION] for v in values], [v[_VAR_SPEED] for v in values],
                     [v[_VAR_ANGLE] for v in values])
         vehicle = self._api.vehicle
-        ids = vehicle.getIDList()
+        ids = self._kept(vehicle.getIDList())
         return (ids, [vehicle.getPosition(v) for v in ids], [vehicle.getSpeed(v) for v in ids],
                 [vehicle.getAngle(v) for v in ids])
+
+    def _kept(self, ids: Sequence[str]) -> list[str] | Sequence[str]:
+        """The vehicles whose class is kept; each vehicle's class is asked once, while it is in the network."""
+        if not self._classes:
+            return ids
+        known, get_class = self._allowed, self._api.vehicle.getVehicleClass
+        self._allowed = {v: known[v] if v in known else get_class(v) in self._classes for v in ids}
+        return [v for v in ids if self._allowed[v]]
+
+    def save_state(self, path: Path) -> None:
+        """Write SUMO's full state (vehicles, signals, random-number generators) for `load_state`; a `.sbx` name
+        writes SUMO's binary format, the quickest to load."""
+        try:
+            self._api.simulation.saveState(str(path))
+        except self._errors as exc:
+            raise self._failure(f"SUMO failed to save its state to {path}", exc) from exc
 
     def _snapshot(self, ids_list: list[str], positions: list[Any], speeds: list[float],
                   angles_deg: list[float]) -> Snapshot:

@@ -106,3 +106,17 @@ def test_correlated_fading_follows_vehicle_ids():
     assert not np.allclose(second[1], first[0])  # c is a fresh draw, not a's leftover
     third = fading.update(np.array(["b", "c"]), np.array([0.0, 0.0]), 2.0)
     np.testing.assert_array_equal(third, second)
+
+
+def test_only_the_links_asked_for_are_computed_and_a_candidate_continues_as_serving():
+    fading = CorrelatedFading(50, 5.9e9, np.random.default_rng(7))
+    ids, speed = vehicle_ids(3), np.full(3, 10.0)
+    first = fading.update(ids, speed, 0.0, np.array([[4, 9], [7, -1], [-1, -1]]))  # serving, candidate
+    assert first.shape == (3, 2) and first[1, 1] == 0.0 and first[2].tolist() == [0.0, 0.0]
+    # Vehicle 0 hands over to its candidate 9: that link keeps its fading; vehicle 1 gains a candidate.
+    after = fading.update(ids, speed, 0.0, np.array([[9, -1], [7, 3], [-1, -1]]))
+    assert after[0, 0] == first[0, 1] and after[1, 0] == first[1, 0] and after[1, 1] > 0.0
+    # Against the same links computed with every RSU kept: the same statistics, a few links' worth of work.
+    many = CorrelatedFading(50, 5.9e9, np.random.default_rng(8)).update(vehicle_ids(4_000), np.full(4_000, 20.0), 0.0,
+                                                                       np.tile([[0, 1]], (4_000, 1)))
+    assert many.mean() == pytest.approx(1.0, abs=0.03) and np.mean(many > 1.0) == pytest.approx(math.exp(-1), abs=0.02)

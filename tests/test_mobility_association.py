@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from mobility.association import Association, HandoverEvent
+from cosim.channel import Shadowing
+from mobility.association import Association, HandoverEvent, l3_filter_weight, ping_pong_fraction
+from mobility.config import RsuConfig
 from mobility.errors import MobilityError
 
 
@@ -204,3 +206,55 @@ def test_handover_interrupts_transmission_for_the_configured_time_and_attach_doe
 def test_interruption_must_be_non_negative():
     with pytest.raises(MobilityError, match="interruption_s"):
         Association(hysteresis_db=1.0, interruption_s=-1.0)
+
+
+def test_l3_filter_weight_follows_38331_and_keeps_its_time_constant_at_any_update_rate():
+    assert l3_filter_weight(0, 0.2) == 1.0  # k = 0: no filtering
+    assert l3_filter_weight(4, 0.2) == pytest.approx(0.5)  # a = 1/2^(4/4) per 200 ms sample
+    assert l3_filter_weight(8, 0.2) == pytest.approx(0.25)
+    # Two updates 0.1 s apart leave the same memory as one 0.2 s apart: (1 − a_0.1)² = 1 − a_0.2.
+    assert (1.0 - l3_filter_weight(11, 0.1)) ** 2 == pytest.approx(1.0 - l3_filter_weight(11, 0.2))
+
+
+def test_filtered_rsrp_moves_a_fraction_of_the_way_and_starts_at_the_first_measurement():
+    assoc = Association(hysteresis_db=3.0, filter_k=4)
+    assoc.update(0.0, _ids("a"), *_cov([[-70.0, -80.0]]))  # the filter starts at -70 / -80, not at 0
+    # Each 200 ms update with a = 1/2 halves the gap to RSU 1's new -64 dBm: -72, -68, -66.
+    serving, events = assoc.update(0.2, _ids("a"), *_cov([[-70.0, -64.0]]))  # -72: still weaker than RSU 0
+    assert serving.tolist() == [0] and events == []
+    serving, events = assoc.update(0.4, _ids("a"), *_cov([[-70.0, -64.0]]))  # -68: 2 dB better, inside the margin
+    assert serving.tolist() == [0]
+    serving, events = assoc.update(0.6, _ids("a"), *_cov([[-70.0, -64.0]]))  # -66: 4 dB better
+    assert serving.tolist() == [1] and events == [HandoverEvent(0.6, "a", 0, 1)]
+
+
+def _shadowed_route(filter_k: int) -> list[HandoverEvent]:
+    """40 cars along a road past RSUs 500 m apart, with 6 dB shadowing correlated over 20 m (Gudmundson), ticks of
+    0.5 s, 3 dB hysteresis and 0.5 s time-to-trigger: the Bologna scenario's settings."""
+    rng = np.random.default_rng(5)
+    shadowing = Shadowing(6.0, 20.0, 3, rng)
+    rsu_x = np.array([250.0, 750.0, 1250.0])
+    assoc = Association(hysteresis_db=3.0, time_to_trigger_s=0.5, filter_k=filter_k)
+    ids = np.array([f"car{i:02d}" for i in range(40)])
+    events: list[HandoverEvent] = []
+    for t in np.arange(0.0, 150.0, 0.5):
+        x = 10.0 * t - 10.0 * np.arange(len(ids))
+        d = np.hypot(x[:, None] - rsu_x, 20.0)
+        rsrp = -8.0 - 35.0 * np.log10(d) + shadowing.update(ids, np.column_stack([x, np.full(len(ids), 20.0)]))
+        events += assoc.update(float(t), ids, rsrp, d <= 600.0)[1]
+    return events
+
+
+def test_the_l3_filter_cuts_ping_pong_on_a_shadowed_route():
+    raw, filtered = _shadowed_route(0), _shadowed_route(RsuConfig().l3_filter_k)
+    assert ping_pong_fraction(raw) > 0.3  # without the filter, a third of handovers go straight back
+    assert ping_pong_fraction(filtered) < 0.5 * ping_pong_fraction(raw)
+    handovers = [e for e in filtered if e.from_rsu >= 0 and e.to_rsu >= 0]
+    assert len(handovers) >= 80  # every car still crosses both cell borders
+
+
+def test_ping_pong_fraction_counts_returns_within_the_window():
+    events = [HandoverEvent(0.0, "a", -1, 0), HandoverEvent(1.0, "a", 0, 1), HandoverEvent(5.0, "a", 1, 0),
+              HandoverEvent(30.0, "a", 0, 1), HandoverEvent(41.0, "a", 1, 0), HandoverEvent(2.0, "b", 0, 1)]
+    assert ping_pong_fraction(events) == pytest.approx(1 / 5)  # only 1 -> 0 at 5 s returns within 10 s
+    assert ping_pong_fraction([]) == 0.0

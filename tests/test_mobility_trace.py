@@ -4,8 +4,14 @@ import subprocess
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+import simpy
 
+from cosim.scenario import parse_scenario
+from cosim.world import World
+from mobility import trace as trace_module
+from mobility.config import place_rsus
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, grid_scenario, sumo_home
 from mobility.snapshot import Snapshot
@@ -22,15 +28,15 @@ def files(tmp_path_factory) -> SumoFiles:
 
 
 @pytest.fixture(scope="module")
-def live(files, tmp_path_factory) -> tuple[list[Snapshot], str]:
-    """Live snapshots every 1 s from 30 s to 60 s, and the same drive recorded to parquet."""
+def live(files, tmp_path_factory) -> tuple[list[Snapshot], str, SumoFiles]:
+    """Live snapshots every 1 s from 30 s to 60 s, the same drive recorded to parquet, and its SUMO files."""
     out = tmp_path_factory.mktemp("trace") / "drive.parquet"
     with SumoMobility(files, step_length_s=STEP_S, seed=3) as mobility:
         rows, vehicles = record_trace(mobility, out, start_s=30.0, tick_s=1.0, duration_s=30.0)
     with SumoMobility(files, step_length_s=STEP_S, seed=3) as mobility:
         snaps = [mobility.advance(30.0 + k) for k in range(31)]
     assert rows == sum(s.count for s in snaps) and vehicles == len(np.unique(np.concatenate([s.ids for s in snaps])))
-    return snaps, str(out)
+    return snaps, str(out), files
 
 
 def _assert_same(a: Snapshot, b: Snapshot, atol: float = 0.0) -> None:
@@ -42,7 +48,7 @@ def _assert_same(a: Snapshot, b: Snapshot, atol: float = 0.0) -> None:
 
 
 def test_replay_reproduces_live_positions_exactly_at_sample_times(live):
-    snaps, path = live
+    snaps, path, _ = live
     with TraceMobility(path) as replay:
         for snap in snaps:
             replayed = replay.advance(snap.time_s)
@@ -51,7 +57,7 @@ def test_replay_reproduces_live_positions_exactly_at_sample_times(live):
 
 
 def test_replay_interpolates_between_samples_and_matches_a_finer_live_run(live, files):
-    _, path = live
+    _, path, _ = live
     with SumoMobility(files, step_length_s=STEP_S, seed=3) as mobility:
         fine = [mobility.advance(t) for t in (40.0, 40.5, 41.0)]
     with TraceMobility(path) as replay:
@@ -147,6 +153,9 @@ class _Dying:
     def __init__(self) -> None:
         self.calls = 0
 
+    def bounds(self) -> tuple[float, float, float, float]:
+        return 0.0, 0.0, 100.0, 100.0
+
     def advance(self, time_s: float) -> Snapshot:
         self.calls += 1
         if self.calls > 3:
@@ -163,3 +172,87 @@ def test_recording_keeps_the_samples_taken_before_the_source_fails(tmp_path, suf
     assert frame["t"].tolist() == [10.0, 10.5, 11.0] and frame["x"].tolist() == [10.0, 10.5, 11.0]
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
     assert pd.api.types.is_float_dtype(frame["angle"])
+
+
+class _Recorded:
+    """The live drive as the World saw it: the same snapshots, bounds and net file."""
+
+    def __init__(self, snaps: list[Snapshot], bounds, net_file) -> None:
+        self._snaps, self._bounds, self.net_file = iter(snaps), bounds, net_file
+
+    def advance(self, time_s: float) -> Snapshot:
+        return next(self._snaps)
+
+    def bounds(self):
+        return self._bounds
+
+    def close(self) -> None:
+        pass
+
+
+def _world_run(scenario, mobility, ticks: int) -> tuple[list, list]:
+    """Serving RSUs, gains and handover events of a World over `ticks` mobility ticks."""
+    env = simpy.Environment(initial_time=scenario.simulation.start_s)
+    events: list = []
+    rsus = place_rsus(scenario.rsu, mobility.bounds(), mobility.net_file)
+    world = World(env, scenario, mobility, rsus, events.extend)
+    states = []
+    for _ in range(ticks):
+        world.refresh()
+        states.append((world.ids.copy(), world.serving.copy(), world.gain.copy()))
+        env.run(until=env.now + scenario.simulation.mobility_tick_s)
+    return [rsus.xy_m.tolist(), *states], events
+
+
+@pytest.mark.parametrize(("rsu", "name_net"), [
+    ({"layout": "grid", "count": 4}, False), ({"layout": "grid", "spacing_m": 100.0}, False),
+    ({"layout": "grid", "count": 4}, True), ({"layout": "junctions", "count": 3}, True), ({"layout": "file"}, False),
+])
+def test_live_and_replay_give_identical_worlds_for_every_rsu_layout(files, tmp_path, rsu, name_net):
+    if rsu["layout"] == "file":
+        (tmp_path / "rsus.csv").write_text("x,y\n40,40\n260,200\n")
+        rsu = {**rsu, "file": str(tmp_path / "rsus.csv")}
+    scenario = parse_scenario({"simulation": {"start_s": 30.0}, "rsu": {**rsu, "radius_m": 150.0},
+                               "channel": {"fading_correlation": "jakes"}})
+    out = tmp_path / "drive.parquet"
+    with SumoMobility(files, step_length_s=STEP_S, seed=3) as mobility:
+        record_trace(mobility, out, start_s=30.0, tick_s=1.0, duration_s=20.0)
+    with SumoMobility(files, step_length_s=STEP_S, seed=3) as mobility:
+        snaps = [mobility.advance(30.0 + k) for k in range(21)]
+        live = _world_run(scenario, _Recorded(snaps, mobility.bounds(), mobility.net_file), 21)
+    with TraceMobility(out, net_file=files.net if name_net else None) as replay:
+        replayed = _world_run(scenario, replay, 21)
+    assert len(live[1]) > 0  # there are handover events to compare
+    assert replayed[1] == live[1]
+    assert replayed[0][0] == live[0][0]  # the same RSU positions
+    for (ids_a, serving_a, gain_a), (ids_b, serving_b, gain_b) in zip(live[0][1:], replayed[0][1:], strict=True):
+        np.testing.assert_array_equal(ids_a, ids_b)
+        np.testing.assert_array_equal(serving_a, serving_b)
+        np.testing.assert_array_equal(gain_a, gain_b)
+
+
+def test_recording_and_replay_stream_by_row_group(live, tmp_path, monkeypatch):
+    snaps, _, files = live
+    monkeypatch.setattr(trace_module, "_ROWS_PER_GROUP", 16)  # many row groups from a small drive
+    out = tmp_path / "streamed.parquet"
+    with SumoMobility(files, step_length_s=STEP_S, seed=3) as mobility:
+        record_trace(mobility, out, start_s=30.0, tick_s=1.0, duration_s=30.0)
+        bounds = mobility.bounds()
+    assert pq.ParquetFile(out).metadata.num_row_groups > 10
+    replay = TraceMobility(out)
+    assert replay.bounds() == bounds  # the recorded source's bounds, not the samples' box
+    largest = 0
+    for snap in snaps:
+        _assert_same(replay.advance(snap.time_s), snap)
+        largest = max(largest, len(replay._ahead))
+    assert largest <= 2 * max(s.count for s in snaps) + 16  # read ahead by about a tick, not the whole file
+
+
+def test_a_parquet_trace_out_of_time_order_is_sorted_once(tmp_path):
+    path = tmp_path / "shuffled.parquet"
+    pd.DataFrame({"id": ["a", "b", "a", "b"], "t": [2.0, 1.0, 0.0, 3.0], "x": [20.0, 5.0, 0.0, 5.0],
+                  "y": [0.0, 5.0, 0.0, 9.0], "speed": [10.0, 0.0, 10.0, 4.0]}).to_parquet(path)
+    replay = TraceMobility(path)
+    assert replay.duration == (0.0, 3.0)
+    np.testing.assert_allclose(replay.advance(1.0).xy_m, [[10.0, 0.0], [5.0, 5.0]])
+    np.testing.assert_allclose(replay.advance(2.5).xy_m, [[5.0, 8.0]])  # a ended at 2 s
