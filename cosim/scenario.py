@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
-from cosim.schedulers import scheduler_config_class, scheduler_config_union, scheduler_names
+from cosim.schedulers import (
+    SchedulerImportError,
+    load_user_scheduler,
+    scheduler_config_class,
+    scheduler_config_union,
+    scheduler_configs,
+    scheduler_names,
+)
 from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
@@ -182,6 +189,14 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
 
 
 def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    scheduler = raw.get("scheduler")
+    try:
+        load_user_scheduler(scheduler.get("name") if isinstance(scheduler, dict) else None)
+    except SchedulerImportError as exc:
+        raise ScenarioError(source, [f"scheduler.name: {exc}"]) from None
+    if Scenario.model_fields["scheduler"].annotation != scheduler_configs():  # a user's scheduler joined
+        Scenario.model_fields["scheduler"].annotation = scheduler_configs()
+        Scenario.model_rebuild(force=True)
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
@@ -229,7 +244,7 @@ def _describe(error: dict[str, Any]) -> str:
         near = difflib.get_close_matches(tag, names, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         problem = f"unknown scheduler '{tag}'" if tag else "missing"
-        return f"{where}.name: {problem}; {hint}(choose from {', '.join(names)})"
+        return f"{where}.name: {problem}; {hint}(choose from {', '.join(names)}, or your own module:Class)"
     if kind == "value_error":
         got = "" if isinstance(given, dict) else f", got {given!r}"
         return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
