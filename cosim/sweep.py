@@ -110,8 +110,8 @@ def load_study(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(path), [f"not valid TOML ({exc})"]) from None
     except ValidationError as exc:
-        raise ScenarioError(str(path), [f"{'.'.join(map(str, e['loc'])) or 'study'}: {e['msg']}"
-                                        for e in exc.errors()]) from None
+        raise ScenarioError(str(path), [f"{'.'.join(map(str, e['loc'])) or 'study'}: "
+                                        f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]) from None
     base = load_scenario(path.parent / config.scenario, config.overrides)
     raw = base.model_dump(mode="json", exclude_unset=True)  # what the files set: it validates again
     schedulers = config.schedulers or [raw["scheduler"]]
