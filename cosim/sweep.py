@@ -112,9 +112,14 @@ def load_study(path: str | Path) -> Study:
     except ValidationError as exc:
         raise ScenarioError(str(path), [f"{'.'.join(map(str, e['loc'])) or 'study'}: "
                                         f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]) from None
-    base = load_scenario(path.parent / config.scenario, config.overrides)
+    return expand_study(config, path.parent, str(path))
+
+
+def expand_study(config: StudyConfig, base_dir: Path, source: str = "study") -> Study:
+    """Every point of a study whose scenario path is relative to `base_dir`, each scenario validated."""
+    base = load_scenario(Path(base_dir) / config.scenario, config.overrides)
     raw = base.model_dump(mode="json", exclude_unset=True)  # what the files set: it validates again
-    schedulers = config.schedulers or [raw["scheduler"]]
+    schedulers = config.schedulers or [base.scheduler.model_dump(mode="json")]
     seeds = config.seeds or [base.seed]
     varied = [*config.grid, *config.zipped]
     rows = list(zip(*config.zipped.values(), strict=True)) or [()]
@@ -125,7 +130,7 @@ def load_study(path: str | Path) -> Study:
             values = dict(zip(varied, (*combo, *row), strict=True))
             for table in schedulers:
                 for seed in seeds:
-                    scenario = _point_scenario(raw, table, values, seed, f"{path} ({table['name']}, seed {seed})")
+                    scenario = _point_scenario(raw, table, values, seed, f"{source} ({table['name']}, seed {seed})")
                     points.append(Point({"scheduler": table["name"], **values, "seed": seed}, scenario,
                                         run_key(scenario, code)))
     return Study(config, points, ["scheduler", *varied, "seed"])
@@ -242,11 +247,11 @@ Job = tuple[str, dict[str, Any], str]
 
 
 def _pool_jobs(jobs: list[Job], settings: dict[str, Any], workers: int | None) -> Iterator[tuple[str, str | None]]:
-    """A fresh spawned process per run: SUMO's in-process library holds one simulation per process."""
+    """Spawned worker processes (torch and SUMO's in-process library are not fork-safe), each running runs one
+    after another as the test suite does."""
     if not jobs:
         return
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(execute_run, scenario, run_dir, **settings): key for key, scenario, run_dir in jobs}
         for future in as_completed(futures):
             try:
@@ -258,7 +263,7 @@ def _pool_jobs(jobs: list[Job], settings: dict[str, Any], workers: int | None) -
 
 def _ray_jobs(jobs: list[Job], settings: dict[str, Any], address: str, workers: int | None,
               resources: Resources) -> Iterator[tuple[str, str | None]]:
-    """Each run a Ray task with the study's CPU and GPU request, in a worker used once (as in the pool)."""
+    """Each run a Ray task with the study's CPU and GPU request."""
     import logging
 
     import ray
@@ -269,7 +274,7 @@ def _ray_jobs(jobs: list[Job], settings: dict[str, Any], address: str, workers: 
         ray.init(address="local" if local else address, num_cpus=(workers or os.cpu_count()) if local else None,
                  include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_calls=1)(execute_run)
+        task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus)(execute_run)
         refs = {task.remote(scenario, run_dir, **settings): key for key, scenario, run_dir in jobs}
         while refs:
             (done,), _ = ray.wait(list(refs), num_returns=1)
