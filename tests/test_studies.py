@@ -85,7 +85,7 @@ def test_a_killed_study_resumes_with_the_missing_runs_only(study_dir, tmp_path, 
     untouched = {key: (resumed / "runs" / key / "rounds.parquet").stat().st_mtime_ns for key in keys[2:]}
 
     finished = []
-    outcome = run_study(load_study(STUDY), resumed, workers=2, on_finish=lambda point, error: finished.append(
+    outcome = run_study(load_study(STUDY), resumed, workers=1, on_finish=lambda point, error: finished.append(
         (point.key, error)))
     assert sorted(finished) == [(keys[0], None), (keys[1], None)]
     assert (outcome.run, outcome.skipped, outcome.failed) == (2, 2, 0)
@@ -105,7 +105,7 @@ def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
     study = tmp_path / "study.toml"
     study.write_text(f'scenario = "{TINY}"\nset = ["simulation.rounds=1"]\n'
                      'schedulers = [{ name = "boom:Boom" }, { name = "all-in" }]\n')
-    assert main(["sweep", str(study), "--out", str(tmp_path / "out"), "--workers", "2"]) == 1
+    assert main(["sweep", str(study), "--out", str(tmp_path / "out"), "--workers", "1"]) == 1
     catalogue, _ = read_catalogue(tmp_path / "out")
     failed = catalogue[catalogue["scheduler"] == "boom:Boom"]
     assert len(failed) == 1 and failed["status"].item() == "failed"
