@@ -97,7 +97,7 @@ def _run(scenario: Scenario, out_dir: Path, quiet: bool) -> int:
 
 
 def _sweep(path: Path, out_dir: Path | None, ray: str | None, workers: int | None) -> int:
-    from cosim.sweep import CATALOGUE, Point, load_study, run_study
+    from cosim.sweep import CATALOGUE, Point, RayError, load_study, run_study
 
     try:
         study = load_study(path)
@@ -115,7 +115,11 @@ def _sweep(path: Path, out_dir: Path | None, ray: str | None, workers: int | Non
         what = ", ".join(f"{name}={value}" for name, value in point.parameters.items())
         print(f"[{done}] {point.key} {what}: {'failed: ' + error if error else 'complete'}", flush=True)
 
-    outcome = run_study(study, out_dir, ray=ray, workers=workers, on_finish=on_finish)
+    try:
+        outcome = run_study(study, out_dir, ray=ray, workers=workers, on_finish=on_finish)
+    except RayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"{outcome.run} run, {outcome.skipped} already complete, {outcome.failed} failed; "
           f"catalogue: {out_dir / CATALOGUE}")
     return 1 if outcome.failed else 0

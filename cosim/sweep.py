@@ -193,10 +193,12 @@ def execute_run(scenario: dict[str, Any], run_dir: str, cwd: str, sys_path: list
     os.environ.update(env)
     sys.path[:0] = [entry for entry in sys_path if entry not in sys.path]
     import torch
+    from transformers.utils import logging as transformers_logging
 
     from cosim.engine import run_scenario
 
     torch.set_num_threads(threads)
+    transformers_logging.disable_progress_bar()  # the driver reports each run as it finishes
     shutil.rmtree(run_dir, ignore_errors=True)  # whatever an interrupted attempt left
     try:
         run_scenario(parse_scenario(scenario, run_dir), Path(run_dir))
@@ -246,6 +248,10 @@ def run_study(study: Study, out_dir: Path, *, ray: str | None = None, workers: i
 Job = tuple[str, dict[str, Any], str]
 
 
+class RayError(RuntimeError):
+    """Ray could not be started or joined."""
+
+
 def _pool_jobs(jobs: list[Job], settings: dict[str, Any], workers: int | None) -> Iterator[tuple[str, str | None]]:
     """Spawned worker processes (torch and SUMO's in-process library are not fork-safe), each running runs one
     after another as the test suite does."""
@@ -271,8 +277,12 @@ def _ray_jobs(jobs: list[Job], settings: dict[str, Any], address: str, workers: 
     started = not ray.is_initialized()
     if started:
         local = address == "auto"
-        ray.init(address="local" if local else address, num_cpus=(workers or os.cpu_count()) if local else None,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address="local" if local else address, num_cpus=(workers or os.cpu_count()) if local else None,
+                     include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayError(f"--ray {address}: cannot {'start' if local else 'join'} Ray ({exc}); check the address "
+                           "(host:port of the head node) or use --ray auto") from None
     try:
         task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus)(execute_run)
         refs = {task.remote(scenario, run_dir, **settings): key for key, scenario, run_dir in jobs}
