@@ -14,14 +14,16 @@ at the server learning rate that learns fastest, a single evaluation swings by �
 than the gaps between schedulers. The comparison is paired: within a seed every scheduler faces the same cell, data
 split and fading, so each ordered pair is judged on its per-seed accuracy gaps, mean ± 2 standard errors of that mean
 (with one seed, the held-out sampling error of the gap, which leaves the training noise out); a gap inside that margin
-is reported as not separated rather than as an ordering. Every run's result is appended to `--results` (JSON lines)
-and a run already there is not repeated: an interrupted benchmark resumes, and All-in (which ignores τ̄) runs once
-per seed. Then the decision time per round vs the number of vehicles (the paper's Fig. 6,
+is reported as not separated rather than as an ordering. The runs are a study (cosim.sweep, as
+studies/seed001.toml) in `--study`: each an ordinary run directory keyed by its scenario and the code, so an
+interrupted benchmark resumes, All-in (which ignores τ̄) runs once per seed, and `cosim report` draws the same runs.
+Then the decision time per round vs the number of vehicles (the paper's Fig. 6,
 benchmarks/seed001_decision.py) on the same cell's payload and band. Under mobility it also reports the share of
 scheduled exchanges that completed (the rest were cut by a handover or lost coverage). Writes one PNG with all of it.
 
     .venv/bin/python -m benchmarks.seed001 [--rounds 40] [--tau-bars 0.25 0.5 1] [--seeds 1 2 3]
-                                           [--results seed001.jsonl] [--figure seed001.png] [--no-mobility] [--quick]
+                                           [--study runs/seed001-benchmark] [--workers 1] [--figure seed001.png]
+                                           [--no-mobility] [--quick]
 
 (run as a module from the repository root: as a script, benchmarks/mobility.py would shadow the mobility package)
 
@@ -32,22 +34,20 @@ scheduling decision match MiniLM's (hidden 384), for a few rounds; its accuracie
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from benchmarks.seed001_decision import VEHICLES, decision_times_ms
-from cosim.engine import run_scenario
+from cosim.report import accuracy_se, final_accuracy, paired_gap, tail_start
 from cosim.scenario import Scenario, load_scenario
 from cosim.schedulers.lyapunov import AabaConfig, Drift, GsConfig, LyapunovConfig
+from cosim.sweep import StudyConfig, expand_study, run_study
+from cosim.trace import read_run
 
 STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed001-static.toml"
 MOBILITY = STATIC.with_name("seed001-mobility.toml")
@@ -81,68 +81,27 @@ def seed_mean(runs: list[Result]) -> Result:
                   payload_bits=runs[0].payload_bits, wall_s=float(sum(r.wall_s for r in runs)))
 
 
-def scheduler_table(base: Scenario, name: str, tau_bar_s: float, drift: Drift = "linear") -> str:
-    """An inline TOML table that replaces the scenario's [scheduler], keeping its Lyapunov knobs where they apply;
-    `drift` for Lyapunov and AABA (the default "linear" is left out, so earlier --results entries still match)."""
-    if name == "all-in":
-        return "{name = 'all-in'}"
-    if name == "gs":
-        return f"{{name = 'gs', tau_bar_s = {tau_bar_s}}}"
+def scheduler_table(base: Scenario, name: str, drift: Drift = "linear") -> dict[str, Any]:
+    """The study's [scheduler] table for `name`, keeping the scenario's Lyapunov knobs where they apply (τ̄ is the
+    study's grid); `drift` for Lyapunov and AABA."""
+    if name in ("all-in", "gs"):
+        return {"name": name}
     knobs = base.scheduler if isinstance(base.scheduler, LyapunovConfig | AabaConfig) else LyapunovConfig(
         name="lyapunov")
-    drift_key = "" if drift == "linear" else f", drift = '{drift}'"
-    return (f"{{name = '{name}', tau_bar_s = {tau_bar_s}, v0 = {knobs.v0}, "
-            f"weight_horizon_rounds = {knobs.weight_horizon_rounds}{drift_key}}}")
+    return {"name": name, "v0": knobs.v0, "weight_horizon_rounds": knobs.weight_horizon_rounds, "drift": drift}
 
 
-def tail_start(rounds: int) -> int:
-    """The first round (0-based) of the last quarter, over which accuracy is averaged."""
-    return rounds * 3 // 4
-
-
-def run_one(path: Path, overrides: list[str]) -> Result:
-    """One co-simulation; the run directory is thrown away after reading its tables."""
-    scenario = load_scenario(path, overrides)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        trace = run_scenario(scenario, Path(out))
-    rounds, parts = trace.table("rounds"), trace.table("participants")
+def result_of(run: dict[str, Any]) -> Result:
+    """A run directory's numbers (`cosim.trace.read_run`)."""
+    rounds, parts, manifest = run["rounds"], run["participants"], run["manifest"]
     on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
-    tail = rounds[rounds["round"] >= tail_start(scenario.simulation.rounds)]["accuracy"].dropna()
-    accuracy, samples = float(tail.mean()), scenario.learning.eval_samples
+    accuracy, samples = final_accuracy(rounds), manifest["scenario"]["learning"]["eval_samples"]
     participants = rounds["participants"].to_numpy()
     return Result(float(participants.mean()), float(participants[len(participants) // 2:].mean()),
                   float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
                   float(rounds["arrivals"].sum() / max(participants.sum(), 1)), accuracy,
-                  math.sqrt(accuracy * (1 - accuracy) / samples), samples,
-                  int(trace.manifest["payload_bits"]), time.perf_counter() - start)
-
-
-class ResultLog:
-    """Every run's Result, keyed by its scenario file and overrides, appended as one JSON line as soon as the run
-    ends: a benchmark interrupted after hours resumes where it stopped, and a run asked for twice (All-in at every τ̄)
-    runs once. A torn last line (killed mid-write) is ignored."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path, self.results = path, {}
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.results[entry["key"]] = Result(**entry["result"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
-
-    def run(self, path: Path, overrides: list[str]) -> Result:
-        key = json.dumps([path.name, overrides])
-        if key not in self.results:
-            self.results[key] = run_one(path, overrides)
-            if self.path is not None:
-                with self.path.open("a") as log:
-                    log.write(json.dumps({"key": key, "result": asdict(self.results[key])}) + "\n")
-                    log.flush()
-                    os.fsync(log.fileno())
-        return self.results[key]
+                  accuracy_se(accuracy, samples), samples, int(manifest["payload_bits"]),
+                  float(manifest["wall_time_s"]))
 
 
 PAIRS = (("all-in", "lyapunov", False), ("lyapunov", "gs", True), ("gs", "aaba", True))  # (better, worse, strict)
@@ -177,27 +136,25 @@ def seed_gaps(runs: dict[str, list[Result]], better: str, worse: str) -> np.ndar
 def paired_gaps(runs: dict[str, list[Result]]) -> dict[tuple[str, str], tuple[float, float]]:
     """Per ordered pair, the mean over seeds of the accuracy gap better − worse within each seed, and twice its
     standard error (one seed: twice the held-out sampling error of the gap)."""
-    gaps = {}
-    for better, worse, _ in PAIRS:
-        diff = seed_gaps(runs, better, worse)
-        se = (diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1
-              else math.hypot(runs[better][0].accuracy_se, runs[worse][0].accuracy_se))
-        gaps[better, worse] = (float(diff.mean()), 2 * float(se))
-    return gaps
+    return {(better, worse): paired_gap(seed_gaps(runs, better, worse),
+                                        math.hypot(runs[better][0].accuracy_se, runs[worse][0].accuracy_se))
+            for better, worse, _ in PAIRS}
 
 
-def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario, log: ResultLog,
-            drift: Drift) -> dict[float, dict[str, list[Result]]]:
-    """Every scheduler at every τ̄ on the scenario at `path`: one Result per seed, in the order of `seeds`."""
+def compare(path: Path, taus: list[float], seeds: list[int], common: list[str], base: Scenario, study_dir: Path,
+            drift: Drift, workers: int) -> dict[float, dict[str, list[Result]]]:
+    """Every scheduler at every τ̄ on the scenario at `path`, as a study in `study_dir` (resumed if there): one
+    Result per seed, in the order of `seeds`."""
+    config = StudyConfig(scenario=path.resolve(), seeds=seeds, overrides=common,
+                         schedulers=[scheduler_table(base, name, drift) for name in SCHEDULERS],
+                         grid={"scheduler.tau_bar_s": taus})
+    study = expand_study(config, path.parent, str(path))
+    run_study(study, study_dir, workers=workers, on_finish=lambda point, error: print(
+        f"  {path.stem} {point.parameters}: {error or 'done'}", flush=True))
     runs: dict[float, dict[str, list[Result]]] = {tau: {name: [] for name in SCHEDULERS} for tau in taus}
-    for seed in seeds:
-        for tau in taus:
-            for name in SCHEDULERS:
-                scheduler = scheduler_table(base, name, tau, drift)
-                result = log.run(path, [*common, f"seed={seed}", f"scheduler={scheduler}"])
-                runs[tau][name].append(result)
-                print(f"  {path.stem} seed {seed} τ̄={tau:g} s {name:<9} {result.devices:5.1f} devices  "
-                      f"{result.delay_s:6.3f} s  acc {result.accuracy:.3f}  ({result.wall_s:.0f} s wall)", flush=True)
+    for point in study.points:
+        result = result_of(read_run(study_dir / "runs" / point.key))
+        runs[point.parameters["scheduler.tau_bar_s"]][point.parameters["scheduler"]].append(result)
     return runs
 
 
@@ -236,9 +193,10 @@ def main() -> None:
                         help="scenario seeds to average over (default: 1)")
     parser.add_argument("--eval-every", type=int, default=4, metavar="N",
                         help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
-    parser.add_argument("--results", type=Path, default=None, metavar="JSONL",
-                        help="append each run's result here and skip the runs already in it (resume); runs are "
-                             "keyed by scenario and overrides, not by code: start a new file after changing the code")
+    parser.add_argument("--study", type=Path, default=Path("runs/seed001-benchmark"), metavar="DIR",
+                        help="the runs, as a study directory (static/, mobility/); complete runs of the same scenario "
+                             "and code are kept, so an interrupted benchmark resumes (default runs/seed001-benchmark)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (default 1)")
     parser.add_argument("--drift", choices=get_args(Drift), default="linear",
                         help="Lyapunov's and AABA's drift term (cosim/schedulers/lyapunov.py; default linear)")
     parser.add_argument("--figure", type=Path, default=Path("seed001.png"), help="PNG to write (default seed001.png)")
@@ -250,11 +208,11 @@ def main() -> None:
     base = load_scenario(STATIC)
     common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}"]
 
-    log = ResultLog(args.results)
     taus = sorted(args.tau_bars)
     middle = taus[len(taus) // 2]
-    results = compare(STATIC, taus, args.seeds, common, base, log, args.drift)
-    mobility = None if args.no_mobility else compare(MOBILITY, [middle], args.seeds, common, base, log, args.drift)
+    results = compare(STATIC, taus, args.seeds, common, base, args.study / "static", args.drift, args.workers)
+    mobility = None if args.no_mobility else compare(MOBILITY, [middle], args.seeds, common, base,
+                                                     args.study / "mobility", args.drift, args.workers)
     model = "tiny-BERT (--quick: accuracies meaningless)" if args.quick else "MiniLM"
     print(f"\nseed 001, static cell, {base.mobility.disk.devices} devices, split LoRA on SST-2 with {model}, "
           f"R = {rounds} rounds, mean over seeds {args.seeds}")

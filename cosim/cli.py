@@ -1,4 +1,5 @@
-"""`cosim` command line: validate a scenario, run it with a progress bar, print a closing summary."""
+"""`cosim` command line: validate a scenario, run it with a progress bar and a closing summary; sweep a study;
+report on runs and studies."""
 
 from __future__ import annotations
 
@@ -43,11 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     record.add_argument("--duration", type=float, default=600.0, metavar="S",
                         help="seconds to record from simulation.start_s, every mobility tick (default 600)")
     record.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sweep = commands.add_parser("sweep", help="run a study: schedulers × varied fields × seeds, resumable")
+    sweep.add_argument("study", type=Path)
+    sweep.add_argument("--out", type=Path, help="study directory (default: runs/<study name>)")
+    sweep.add_argument("--ray", metavar="auto|ADDRESS",
+                       help="run on Ray: 'auto' starts a local Ray, an address joins a cluster (default: process pool)")
+    sweep.add_argument("--workers", type=int, metavar="N", help="runs at once on this machine (default: all CPUs)")
+    report = commands.add_parser("report", help="one HTML page and PNGs comparing runs and studies")
+    report.add_argument("inputs", type=Path, nargs="+", metavar="RUN_OR_STUDY")
+    report.add_argument("--out", type=Path, required=True, help="directory for report.html and the PNGs")
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
     if args.command == "status":
         return _status(args.run_dir)
+    if args.command == "sweep":
+        return _sweep(args.study, args.out, args.ray, args.workers)
+    if args.command == "report":
+        return _report(args.inputs, args.out)
     try:
         scenario = load_scenario(args.scenario, args.overrides)
         check_scenario(scenario, str(args.scenario), learning=args.command != "mobility")  # before anything heavy
@@ -177,6 +191,47 @@ def _status(run_dir: Path) -> int:
         detail = f"process {manifest.get('pid')} is gone; continue with cosim run --resume {run_dir}"
     print(f"{line} ({detail})" if detail else line)
     return 0 if status == "complete" else 1
+
+
+def _sweep(path: Path, out_dir: Path | None, ray: str | None, workers: int | None) -> int:
+    from cosim.sweep import CATALOGUE, Point, RayError, load_study, run_study
+
+    try:
+        study = load_study(path)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    out_dir = out_dir or Path("runs") / study.config.name
+    total = len({point.key for point in study.points})
+    print(f"{study.config.name}: {len(study.points)} points, {total} runs in {out_dir}")
+    done = 0
+
+    def on_finish(point: Point, error: str | None) -> None:
+        nonlocal done
+        done += 1
+        what = ", ".join(f"{name}={value}" for name, value in point.parameters.items())
+        print(f"[{done}] {point.key} {what}: {'failed: ' + error if error else 'complete'}", flush=True)
+
+    try:
+        outcome = run_study(study, out_dir, ray=ray, workers=workers, on_finish=on_finish)
+    except RayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{outcome.run} run, {outcome.skipped} already complete, {outcome.failed} failed; "
+          f"catalogue: {out_dir / CATALOGUE}")
+    return 1 if outcome.failed else 0
+
+
+def _report(inputs: list[Path], out_dir: Path) -> int:
+    from cosim.report import ReportError, write_report
+
+    try:
+        page = write_report(inputs, out_dir)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"report: {page}")
+    return 0
 
 
 def _record(scenario: Scenario, out: Path, duration_s: float) -> int:

@@ -159,6 +159,7 @@ def _simulate(scenario: Scenario, trace: TraceWriter, task: FederatedTask | Spli
                        rsu=scenario.rsu) as mobility:
         rsus = place_rsus(scenario.rsu, mobility.bounds(), mobility.net_file)
         if mobility.net_file is not None:
+            trace.manifest["net_file"] = str(Path(mobility.net_file).resolve())  # for the report's map
             trace.manifest["uncovered_lane_fraction"] = network_uncovered_fraction(rsus, mobility.net_file)
         trace.manifest["rsus"] = {"xy_m": rsus.xy_m.tolist(), "radius_m": rsus.radius_m.tolist()}
         env = simpy.Environment(initial_time=scenario.simulation.start_s)

@@ -13,7 +13,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from cosim.energy import DEVICE_PROFILES, DeviceProfile, device_profile
 from cosim.payload import WireDtype
-from cosim.schedulers import scheduler_config_union
+from cosim.schedulers import (
+    SchedulerImportError,
+    load_user_scheduler,
+    scheduler_config_union,
+    scheduler_configs,
+    scheduler_names,
+)
 from mobility.config import MobilityConfig, RsuConfig
 
 BUILTIN_MODELS = ("minilm", "tiny-bert")
@@ -248,6 +254,14 @@ def utf8_problem(data: bytes, exc: UnicodeDecodeError) -> str:
 
 
 def parse_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    scheduler = raw.get("scheduler")
+    try:
+        load_user_scheduler(scheduler.get("name") if isinstance(scheduler, dict) else None)
+    except SchedulerImportError as exc:
+        raise ScenarioError(source, [f"scheduler.name: {exc}"]) from None
+    if Scenario.model_fields["scheduler"].annotation != scheduler_configs():  # a user's scheduler joined
+        Scenario.model_fields["scheduler"].annotation = scheduler_configs()
+        Scenario.model_rebuild(force=True)
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
@@ -307,7 +321,8 @@ def _describe(error: dict[str, Any]) -> str:
         near = difflib.get_close_matches(tag, tags, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         problem = f"unknown {loc[-1]} '{tag}'" if tag else "missing"
-        return f"{where}.{key}: {problem}; {hint}(choose from {', '.join(tags)})"
+        extra = ", or your own module:Class" if where == "scheduler" else ""
+        return f"{where}.{key}: {problem}; {hint}(choose from {', '.join(tags)}{extra})"
     if kind == "value_error":
         got = "" if isinstance(given, dict) else f", got {given!r}"
         return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import seed001
-from benchmarks.seed001 import PAIRS, Result, ResultLog, ordering, paired_gaps
+from benchmarks.seed001 import PAIRS, Result, ordering, paired_gaps
 
 RUN = Result(devices=10.0, late_devices=10.0, delay_s=1.0, completed=1.0, accuracy=0.7, accuracy_se=0.015,
              eval_samples=872, payload_bits=1_000_000, wall_s=1.0)
@@ -51,24 +51,15 @@ def test_ordering_verdicts(gaps: dict[str, tuple[float, float]], verdict: str) -
     assert ordering({(better, worse): gaps[better] for better, worse, _ in PAIRS}) == verdict
 
 
-def test_result_log_runs_each_key_once_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def fake_run(path: Path, overrides: list[str]) -> Result:
-        calls.append(overrides)
-        return replace(RUN, accuracy=0.5 + len(calls) / 100)
-
-    monkeypatch.setattr(seed001, "run_one", fake_run)
-    path, scenario = tmp_path / "results.jsonl", Path("seed001-static.toml")
-    log = ResultLog(path)
-    first = log.run(scenario, ["seed=1"])
-    assert log.run(scenario, ["seed=1"]) == first and len(calls) == 1
-    second = log.run(scenario, ["seed=2"])
-    with path.open("a") as file:
-        file.write('{"key": "[\\"seed001-static.toml\\", [\\"seed=3\\"]]", "resu')  # killed mid-write
-
-    resumed = ResultLog(path)
-    assert resumed.run(scenario, ["seed=1"]) == first and resumed.run(scenario, ["seed=2"]) == second
-    assert len(calls) == 2
-    resumed.run(scenario, ["seed=3"])  # the torn line does not count as done
-    assert calls[-1] == ["seed=3"]
+def test_compare_runs_a_resumable_study(tmp_path: Path) -> None:
+    """One τ̄, one seed, one round: every scheduler runs once, and a second call reuses the run directories."""
+    base = seed001.load_scenario(seed001.STATIC)
+    common = [*seed001.QUICK, "simulation.rounds=1", "learning.eval_every=1"]
+    runs = seed001.compare(seed001.STATIC, [0.5], [1], common, base, tmp_path, "exact", workers=2)
+    assert list(runs[0.5]) == list(seed001.SCHEDULERS) and all(len(r) == 1 for r in runs[0.5].values())
+    assert runs[0.5]["all-in"][0].devices == base.mobility.disk.devices
+    assert runs[0.5]["lyapunov"][0].payload_bits == runs[0.5]["gs"][0].payload_bits > 0
+    manifests = sorted(tmp_path.glob("runs/*/manifest.json"))
+    stamps = [path.stat().st_mtime_ns for path in manifests]
+    assert seed001.compare(seed001.STATIC, [0.5], [1], common, base, tmp_path, "exact", workers=2) == runs
+    assert [path.stat().st_mtime_ns for path in manifests] == stamps and len(manifests) == 4

@@ -7,10 +7,16 @@ from cosim.schedulers.base import (
     RoundFeedback,
     Scheduler,
     SchedulerConfig,
+    SchedulerImportError,
+    equal_share,
+    load_user_scheduler,
     make_scheduler,
     register,
+    scheduler_config_class,
     scheduler_config_union,
+    scheduler_configs,
     scheduler_names,
+    scheduler_source,
 )
 
 __all__ = [
@@ -19,8 +25,14 @@ __all__ = [
     "RoundFeedback",
     "Scheduler",
     "SchedulerConfig",
+    "SchedulerImportError",
+    "equal_share",
+    "load_user_scheduler",
     "make_scheduler",
     "register",
+    "scheduler_config_class",
     "scheduler_config_union",
+    "scheduler_configs",
     "scheduler_names",
+    "scheduler_source",
 ]

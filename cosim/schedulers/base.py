@@ -1,13 +1,21 @@
-"""What a scheduler sees, what it decides, and the registry that finds schedulers by name."""
+"""What a scheduler sees, what it decides, and the registry that finds schedulers by name (the built-ins, and a
+user's own class named `module:Class` or published under the entry point group `cosim.schedulers`)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, Union
+from importlib import metadata
+from typing import Annotated, Any, Literal, Protocol, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+ENTRY_POINT_GROUP = "cosim.schedulers"
 
 from cosim.payload import Payload
 from cosim.radio import RateModel
@@ -110,15 +118,81 @@ def scheduler_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def scheduler_config_class(name: str) -> type[SchedulerConfig] | None:
+    entry = _REGISTRY.get(name)
+    return entry[0] if entry else None
+
+
 def scheduler_config_union() -> Any:
     """A pydantic type that validates a `[scheduler]` table against the config of the scheduler it names."""
-    configs = tuple(config for config, _ in _REGISTRY.values())
-    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 - a runtime-built union
+    return Annotated[scheduler_configs(), Field(discriminator="name")]
+
+
+def scheduler_configs() -> Any:
+    """The union of every registered config, for a model field whose discriminator is already set."""
+    return Union[tuple(config for config, _ in _REGISTRY.values())]  # noqa: UP007 - a runtime-built union
 
 
 def make_scheduler(config: SchedulerConfig, rng: np.random.Generator) -> Scheduler:
     _, factory = _REGISTRY[config.name]
     return factory(config, rng)
+
+
+def scheduler_source(name: str) -> str | None:
+    """The source file of a user's scheduler (None for the built-ins): part of what a study's run key hashes."""
+    _, factory = _REGISTRY[name]
+    module = inspect.getmodule(factory)
+    return None if module is None or module.__name__.startswith("cosim.") else inspect.getsourcefile(module)
+
+
+class SchedulerImportError(ValueError):
+    """A user's scheduler that cannot be loaded; the message says why and what to do."""
+
+
+def load_user_scheduler(name: object) -> bool:
+    """Register the user's scheduler `name` if it is one: `package.module:Class` importable from the working
+    directory or PYTHONPATH, or an entry point of the group `cosim.schedulers`. The class is built like the
+    built-ins, `Class(config, rng)`, and names its config table in a `Config` attribute (a SchedulerConfig
+    subclass without a `name` literal: the name it is loaded under becomes its tag). True if the registry grew."""
+    if not isinstance(name, str) or name in _REGISTRY:
+        return False
+    if ":" in name:
+        factory = _import(name)
+    else:
+        found = metadata.entry_points(group=ENTRY_POINT_GROUP, name=name)
+        if not found:
+            return False  # an unknown name: validation lists the choices
+        try:
+            factory = next(iter(found)).load()
+        except Exception as exc:
+            raise SchedulerImportError(f"entry point '{name}' of {ENTRY_POINT_GROUP} cannot be loaded "
+                                       f"({type(exc).__name__}: {exc}); reinstall the package that provides it"
+                                       ) from None
+    config = getattr(factory, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, SchedulerConfig)):
+        raise SchedulerImportError(f"'{name}' has no `Config` attribute subclassing cosim.schedulers.SchedulerConfig;"
+                                   " add one naming the scheduler's config table")
+    if not all(callable(getattr(factory, method, None)) for method in ("plan", "observe")):
+        raise SchedulerImportError(f"'{name}' needs plan(obs) -> Plan and observe(feedback) methods")
+    tagged = create_model(config.__name__, __base__=config, __module__=config.__module__,
+                          name=(Literal[name], ...))  # type: ignore[call-overload]
+    _REGISTRY[name] = (tagged, factory)
+    return True
+
+
+def _import(spec: str) -> Factory:
+    module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # like `python -m`: the user's modules beside them
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SchedulerImportError(f"cannot import '{module_name}' ({exc}); run from the directory that holds it "
+                                   "or add that directory to PYTHONPATH") from None
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        raise SchedulerImportError(f"module '{module_name}' has no '{attribute}'; check the spelling after ':'")
+    return factory
 
 
 def equal_share(rsu: np.ndarray, rsu_bandwidth_hz: np.ndarray) -> np.ndarray:
