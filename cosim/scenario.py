@@ -18,7 +18,6 @@ from cosim.schedulers import (
     load_user_scheduler,
     scheduler_config_union,
     scheduler_configs,
-    scheduler_names,
 )
 from mobility.config import MobilityConfig, RsuConfig
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal, Protocol, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-ENTRY_POINT_GROUP = "cosim.schedulers"
-
 from cosim.payload import Payload
 from cosim.radio import RateModel
+
+ENTRY_POINT_GROUP = "cosim.schedulers"
 
 
 @dataclass(frozen=True)
