@@ -1,0 +1,33 @@
+"""The seed-000 benchmark's paired comparison and figure, on made-up results."""
+
+from dataclasses import replace
+
+import pytest
+
+from benchmarks.seed000 import SCHEDULERS, Result, draw, paired, report
+
+RUN = Result(latency_s=4.0, busy_s=2.0, energy_j=1.5, accuracy=0.80, completed=1.0, mean_rank=8.0, peak_rss_mb=900.0,
+             peak_cuda_mb=0.0, wall_s=1.0)
+
+
+def test_paired_gaps_are_within_seed(tmp_path, capsys):
+    # seed-to-seed swings (±0.05 accuracy, ±1 s) far larger than the schedulers' gaps, which are constant per seed
+    runs = {name: [replace(RUN, latency_s=RUN.latency_s + swing, accuracy=RUN.accuracy + swing / 20)
+                   for swing in (-1.0, 0.0, 1.0)] for name in SCHEDULERS}
+    runs["ucb-dual"] = [replace(r, latency_s=0.7 * r.latency_s, accuracy=r.accuracy + 0.03) for r in runs["homolora"]]
+    gap = paired(runs, "homolora")
+    assert gap["latency"] == pytest.approx((0.3, 0.0, 3), abs=1e-12)
+    assert gap["accuracy"] == pytest.approx((3.0, 0.0, 3), abs=1e-9)
+    assert gap["energy"] == (0.0, 0.0, 0)
+    report(runs, [1, 2, 3])
+    out = capsys.readouterr().out
+    assert "vs homolora: latency −30.0%" in out
+    assert "latency > 24% lower shown; accuracy > 2.5 points higher shown" in out
+    draw(runs, tmp_path / "fig.png", "test")
+    assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_one_seed_has_no_standard_error():
+    runs = {name: [RUN] for name in SCHEDULERS}
+    mean, se, better = paired(runs, "hetlora")["accuracy"]
+    assert mean == 0.0 and se != se and better == 0
