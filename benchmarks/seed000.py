@@ -1,9 +1,10 @@
 """Seed 000's rank decision reproduced in one run: UCB-DUAL vs HomoLoRA vs HetLoRA on the mobility scenario
 (scenarios/seed000-mobility.toml: SUMO grid, four RSUs, MiniLM + LoRA on SST-2, global rank 16), paired over seeds.
 
-All three draw the same participants (the same random rule from the same stream) and split each RSU's band equally,
-so within a seed they differ only in the ranks they assign: UCB-DUAL learns one per vehicle under its energy budget,
-HomoLoRA gives everyone the global rank, HetLoRA a rank per capability tier (cosim/schedulers/rank.py). Per run:
+All three draw their participants by the same random rule from the same stream and split each RSU's band equally,
+so within a seed they differ only in the ranks they assign (and in what follows from them: round durations, hence
+who is in range when the next round starts): UCB-DUAL learns one per vehicle under its energy budget, HomoLoRA gives
+everyone the global rank, HetLoRA a rank per capability tier (cosim/schedulers/rank.py). Per run:
 
 - latency: the mean round duration (first download to last upload or the deadline), and the mean time a participant
   whose update arrived was busy (download, compute, upload);
@@ -15,6 +16,7 @@ Then the paired gaps UCB-DUAL − baseline per seed, mean ± standard error over
 than 24% lower latency, more than 2.5 points higher average accuracy), and one PNG.
 
     .venv/bin/python -m benchmarks.seed000 [--rounds 40] [--seeds 1 2 3] [--figure seed000.png] [--quick]
+                                           [--set learning.eval_samples=256 ...]
 
 --quick is a smoke run: tiny-BERT, a few rounds; its numbers mean nothing.
 """
@@ -37,6 +39,7 @@ import numpy as np
 from benchmarks.seed001 import tail_start
 from cosim.engine import run_scenario
 from cosim.scenario import load_scenario
+from cosim.schedulers.rank import UcbDualConfig
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "seed000-mobility.toml"
 SCHEDULERS = ("ucb-dual", "homolora", "hetlora")
@@ -60,6 +63,18 @@ class Result:
 METRICS = {"latency_s": "round latency (s)", "busy_s": "participant busy time (s)",
            "energy_j": "energy / participant / round (J)", "accuracy": "accuracy (last quarter)",
            "peak_rss_mb": "peak RSS (MB)"}
+
+
+def scheduler_table(base: UcbDualConfig, name: str) -> str:
+    """An inline TOML table that replaces the scenario's [scheduler]: the same participants for all three, UCB-DUAL
+    with the scenario's arms, budget and step, HetLoRA's tiers over the same ranks, HomoLoRA at the task's rank."""
+    common = f"participants = {base.participants}"
+    if name == "ucb-dual":
+        return (f"{{name = 'ucb-dual', {common}, ranks = {base.ranks}, energy_budget_j = {base.energy_budget_j}, "
+                f"eta = {base.eta}}}")
+    if name == "hetlora":
+        return f"{{name = 'hetlora', {common}, ranks = {base.ranks}}}"
+    return f"{{name = '{name}', {common}}}"
 
 
 def run_one(overrides: list[str]) -> Result:
@@ -153,18 +168,26 @@ def main() -> None:
                         help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
     parser.add_argument("--figure", type=Path, default=Path("seed000.png"), help="PNG to write (default seed000.png)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, 4 rounds")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scenario override for every run (as cosim run --set), e.g. scheduler.participants=6")
     args = parser.parse_args()
     rounds = 4 if args.quick else args.rounds
-    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}"]
+    common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}",
+              *args.overrides]
+    base = load_scenario(SCENARIO, common).scheduler
+    tables = {name: f"scheduler={scheduler_table(base, name)}" for name in SCHEDULERS}
+    for table in tables.values():  # every run's scenario is valid before the first one starts
+        load_scenario(SCENARIO, [*common, table])
     runs: dict[str, list[Result]] = {name: [] for name in SCHEDULERS}
     for seed in args.seeds:
         for name in SCHEDULERS:
-            result = run_isolated([*common, f"seed={seed}", f"scheduler.name={name}"])
+            result = run_isolated([*common, f"seed={seed}", tables[name]])
             runs[name].append(result)
             print(f"  seed {seed} {name:<9} " + "  ".join(f"{f.name} {getattr(result, f.name):.3f}"
                                                          for f in fields(Result)), flush=True)
     model = "tiny-BERT (--quick: numbers meaningless)" if args.quick else "MiniLM"
-    print(f"\nseed 000 on {SCENARIO.name}: flat LoRA on SST-2 with {model}, R = {rounds} rounds")
+    print(f"\nseed 000 on {SCENARIO.name}: flat LoRA on SST-2 with {model}, R = {rounds} rounds, "
+          f"overrides {args.overrides}")
     report(runs, args.seeds)
     draw(runs, args.figure, f"Seed 000: UCB-DUAL vs HomoLoRA vs HetLoRA, {SCENARIO.stem}, R = {rounds}, "
                             f"seeds {args.seeds}")
