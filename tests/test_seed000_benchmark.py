@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.seed000 import SCHEDULERS, Result, draw, paired, report
+from benchmarks.seed000 import SCENARIO, SCHEDULERS, Result, draw, paired, report, scheduler_table
+from cosim.scenario import load_scenario
 
 RUN = Result(latency_s=4.0, busy_s=2.0, energy_j=1.5, accuracy=0.80, completed=1.0, mean_rank=8.0, peak_rss_mb=900.0,
              peak_cuda_mb=0.0, wall_s=1.0)
@@ -31,3 +32,14 @@ def test_one_seed_has_no_standard_error():
     runs = {name: [RUN] for name in SCHEDULERS}
     mean, se, better = paired(runs, "hetlora")["accuracy"]
     assert mean == 0.0 and se != se and better == 0
+
+
+def test_each_run_replaces_the_whole_scheduler_table():
+    """The scenario's [scheduler] is UCB-DUAL's: the baselines must not inherit its keys, but share its participants
+    and (HetLoRA) its ranks."""
+    base = load_scenario(SCENARIO, ["scheduler.participants=6"]).scheduler
+    configs = {name: load_scenario(SCENARIO, [f"scheduler={scheduler_table(base, name)}"]).scheduler
+               for name in SCHEDULERS}
+    assert configs["ucb-dual"] == base
+    assert {config.participants for config in configs.values()} == {6}
+    assert configs["hetlora"].ranks == base.ranks and configs["homolora"].rank is None
