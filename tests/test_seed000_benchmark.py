@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.seed000 import SCENARIO, SCHEDULERS, Result, draw, paired, report, scheduler_table
+from benchmarks.seed000 import SCENARIO, SCHEDULERS, Result, draw, paired, report, scheduler_table, verdict
 from cosim.scenario import load_scenario
 
 RUN = Result(latency_s=4.0, busy_s=2.0, energy_j=1.5, accuracy=0.80, completed=1.0, mean_rank=8.0, peak_rss_mb=900.0,
@@ -28,10 +28,13 @@ def test_paired_gaps_are_within_seed(tmp_path, capsys):
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 
-def test_one_seed_has_no_standard_error():
+def test_one_seed_has_no_standard_error_and_separates_nothing():
     runs = {name: [RUN] for name in SCHEDULERS}
     mean, se, better = paired(runs, "hetlora")["accuracy"]
     assert mean == 0.0 and se != se and better == 0
+    assert verdict(3.0, se, 2.5) == "mean above, not separated (2 SE)"
+    assert verdict(3.17, 2.5, 2.5) == "mean above, not separated (2 SE)" and verdict(3.17, 0.3, 2.5) == "shown"
+    assert verdict(-7.7, 0.0, 2.5) == "NOT shown"
 
 
 def test_each_run_replaces_the_whole_scheduler_table():
