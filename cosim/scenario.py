@@ -195,6 +195,13 @@ class Scenario(Section):
     )
     trace: TraceConfig = TraceConfig()
 
+    @model_validator(mode="after")
+    def _scheduler_fits_learning(self) -> Scenario:
+        problems = self.scheduler.learning_problems(self.learning)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class ScenarioError(ValueError):
     """A scenario that cannot run; the message lists every problem as `field.path: what is wrong`."""
@@ -323,8 +330,11 @@ def _describe(error: dict[str, Any]) -> str:
         extra = ", or your own module:Class" if where == "scheduler" else ""
         return f"{where}.{key}: {problem}; {hint}(choose from {', '.join(tags)}{extra})"
     if kind == "value_error":
+        message = error['msg'].removeprefix('Value error, ')
+        if not loc:  # a check across tables names its fields itself
+            return message
         got = "" if isinstance(given, dict) else f", got {given!r}"
-        return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
+        return f"{where}: {message}{got}"
     return f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {given!r}"
 
 

@@ -38,6 +38,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "upload_bits": "int64", "upload_start_s": "float64", "upload_end_s": "float64", "upload_delay_s": "float64",
         "compute_energy_j": "float64", "transmit_energy_j": "float64", "idle_energy_j": "float64",
         "energy_j": "float64", "battery_j": "float64", "scheduled_air_time_s": "float64", "outcome": "string",
+        "train_loss": "float64",
     },
     "handovers": {"time_s": "float64", "vehicle": "string", "from_rsu": "int64", "to_rsu": "int64",
                   "kind": "string", "interruption_s": "float64"},

@@ -21,7 +21,9 @@ from models.split import SplitExchange
 
 TAU_BAR_S = 0.3
 SCHEDULERS = {"all-in": {}, "random": {"participants": 4}, "lyapunov": {"tau_bar_s": TAU_BAR_S},
-              "aaba": {"tau_bar_s": TAU_BAR_S}, "gs": {"tau_bar_s": TAU_BAR_S}}
+              "aaba": {"tau_bar_s": TAU_BAR_S}, "gs": {"tau_bar_s": TAU_BAR_S},
+              "ucb-dual": {"participants": 4, "ranks": [8]}, "homolora": {"participants": 4},
+              "hetlora": {"participants": 4, "ranks": [8]}}
 MODES = {  # MiniLM-like sizes at a small scale: an adapter of rank 8, and a split exchange of 8 × 32 tokens
     "flat": adapter_payload(RankProfile(8, fixed_values=770, per_rank_values=18_432, adapted_modules=12), 32),
     "split": split_payload(SplitExchange(tokens=256, hidden_size=384, rank=8, adapted_modules=18), 32),

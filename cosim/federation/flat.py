@@ -60,7 +60,7 @@ class FlatFederation:
             distance_m=w.distance_m[rows], gain=w.gain[rows], speed_mps=w.snapshot.speed_mps[rows],
             dwell_s=w.dwell_s[rows], battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
             compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz, rate=w.rate,
-            payload=self.payload, deadline_s=self.sim.round_deadline_s,
+            payload=self.payload, deadline_s=self.sim.round_deadline_s, compute=self.task.compute_model,
         )
         return obs, w.slot[rows]
 
@@ -80,20 +80,25 @@ class FlatFederation:
         end = self.env.now  # the last participant's upload arrived or failed (at the latest at the deadline)
         arrived = np.array([r["outcome"] == "arrived" for r in records], dtype=bool)
         done = [r for r in records if r["outcome"] == "arrived"]
-        train_loss = self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done])
+        losses = self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done])
+        train_loss = np.full(len(records), np.nan)
+        train_loss[arrived] = np.broadcast_to(np.asarray(losses, dtype=float), (len(done),))
+        for record, loss in zip(records, train_loss, strict=True):
+            record["train_loss"] = float(loss)
         evaluate_now = (round_index + 1) % self.task.cfg.eval_every == 0 or round_index + 1 == self.sim.rounds
         accuracy, loss = self.task.evaluate() if evaluate_now else (float("nan"), float("nan"))
         energy = np.array([r["energy_j"] for r in records])
         air_time = np.array([r["scheduled_air_time_s"] for r in records])
         self.scheduler.observe(RoundFeedback(round_index, end - start, float(air_time.max(initial=0.0)), arrived,
-                                             energy, accuracy if evaluate_now else None, air_time))
+                                             energy, accuracy if evaluate_now else None, air_time, train_loss))
         self.trace.add("participants", records)
         self.trace.add("rounds", [{
             "round": round_index, "start_s": start, "end_s": end, "duration_s": end - start,
             "candidates": obs.count, "participants": len(records), "arrivals": int(arrived.sum()),
             "drops": int((~arrived).sum()), "upload_bytes": sum(r["upload_bits"] for r in done) // 8,
             "download_bytes": sum(r["download_bits"] for r in records) // 8, "energy_j": float(energy.sum()),
-            "train_loss": train_loss, "accuracy": accuracy, "loss": loss,
+            "train_loss": float(train_loss[arrived].mean()) if done else float("nan"), "accuracy": accuracy,
+            "loss": loss,
         }])
         self.on_round(RoundSummary(round_index, end, len(records), int(arrived.sum()),
                                    accuracy if evaluate_now else None))

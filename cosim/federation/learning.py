@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cosim.compute import ComputeModel
 from cosim.federation.task import Task
 from cosim.payload import WIRE_BITS, Leg, Payload
 from cosim.scenario import LearningConfig
@@ -18,6 +19,7 @@ from models.backbone import SplitClassifier, load_backbone
 from models.data import EncodedData, client_shards, encode, load_splits, subset
 from models.device import compute_dtype, store_frozen
 from models.evaluate import evaluate
+from models.flops import frozen_linear_macs
 from models.lora import RankProfile, add_lora, rank_profile, trainable_state
 from models.split import SplitExchange, SplitTrainer
 from models.trainer import LocalTrainer
@@ -81,20 +83,22 @@ class FederatedTask(Task):
         self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=cfg.lr,
                                     optimizer=cfg.optimizer, seed=seed, precision=cfg.precision)
         self.global_state = trainable_state(setup.model)
-        self.payload = adapter_payload(rank_profile(self.global_state), WIRE_BITS[cfg.wire_dtype],
-                                       reciprocal_downlink)
+        profile = rank_profile(self.global_state)
+        self.payload = adapter_payload(profile, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink)
         self.compute_samples = cfg.local_steps * cfg.batch_size
+        self.compute_model = ComputeModel.from_layers(frozen_linear_macs(setup.model.encoder),
+                                                      profile.per_rank_values, profile.rank)
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
-        """Local training of the clients whose uploads arrived, then the average; returns their mean training loss."""
+    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> np.ndarray:
+        """Local training of the clients whose uploads arrived, then the average; returns each one's training loss."""
         if not clients:
-            return float("nan")
+            return np.zeros(0)
         top = self.payload.default_rank
         heterogeneous = any(rank != top for rank in ranks)
         updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index,
                                      ranks=ranks if heterogeneous else None)
         self.global_state = hetlora(updates, top) if heterogeneous else fedavg(updates)
-        return float(np.mean([update.loss for update in updates]))
+        return np.array([update.loss for update in updates])
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.global_state, self.eval_data, dtype=self.trainer.dtype)

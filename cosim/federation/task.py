@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from cosim.compute import ComputeModel
 from cosim.payload import FloatArrayLike, IntArrayLike, Payload
 from cosim.scenario import LearningConfig
 
@@ -25,11 +26,13 @@ class Phase:
 
 class Task(ABC):
     """A learning task as the round process drives it. Subclasses set `payload` (the legs of a round, in order),
-    `round_shape` (those legs' kinds with "compute" where the vehicle computes) and `compute_samples`."""
+    `round_shape` (those legs' kinds with "compute" where the vehicle computes) and `compute_samples` (at the
+    default rank); `compute_model`, when set, scales the computation with the rank (cosim.compute)."""
 
     payload: Payload
     round_shape: tuple[Literal["down", "compute", "up"], ...]
     compute_samples: float
+    compute_model: ComputeModel | None = None
 
     def __init__(self, cfg: LearningConfig, majority_rate: float) -> None:
         self.cfg = cfg
@@ -42,7 +45,7 @@ class Task(ABC):
         phases = []
         for kind in self.round_shape:
             if kind == "compute":
-                phases.append(Phase("compute", samples=self.compute_samples))
+                phases.append(Phase("compute", samples=self.compute_samples_at(rank)))
                 continue
             leg, bits = next(legs)
             if leg.kind != kind:
@@ -50,10 +53,15 @@ class Task(ABC):
             phases.append(Phase(kind, bits=int(bits)))
         return phases
 
+    def compute_samples_at(self, rank: IntArrayLike = None) -> float:
+        """Reference-workload samples (the device profile's unit) of one participant's computation at `rank`."""
+        scale = 1.0 if self.compute_model is None else float(self.compute_model.scale(rank))
+        return self.compute_samples * scale
+
     @abstractmethod
-    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
-        """Learn from the clients whose phases all completed (each at its planned rank); their mean training loss
-        (NaN if none)."""
+    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> np.ndarray | float:
+        """Learn from the clients whose phases all completed (each at its planned rank); their training losses,
+        aligned with `clients`, or one loss standing for all of them."""
 
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:

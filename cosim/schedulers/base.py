@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Protocol, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from cosim.payload import Payload
+from cosim.compute import ComputeModel
+from cosim.payload import IntArrayLike, Payload
 from cosim.radio import RateModel
 
 ENTRY_POINT_GROUP = "cosim.schedulers"
@@ -35,15 +36,20 @@ class Observation:
     dwell_s: np.ndarray  # (n,) estimated time left in the serving RSU's coverage (straight-line extrapolation)
     battery_j: np.ndarray  # (n,)
     tx_power_w: np.ndarray  # (n,)
-    compute_time_s: np.ndarray  # (n,) local training time from the device profile
+    compute_time_s: np.ndarray  # (n,) local training time from the device profile, at the task's default rank
     rsu_bandwidth_hz: np.ndarray  # (m,) uplink bandwidth of each RSU
     rate: RateModel  # the rate every transfer will run at: plan with it
     payload: Payload  # bits per participant as functions of (rank, density); scheduled_bits is the L_k to plan for
     deadline_s: float
+    compute: ComputeModel | None = None  # how computation scales with the rank (None: it does not)
 
     @property
     def count(self) -> int:
         return len(self.vehicles)
+
+    def compute_time_at(self, rank: IntArrayLike) -> np.ndarray:
+        """(n,) local training time of every candidate at `rank` (one rank, or one per candidate)."""
+        return self.compute_time_s * (1.0 if self.compute is None else self.compute.scale(rank))
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class RoundFeedback:
     energy_j: np.ndarray  # (k,)
     accuracy: float | None
     participant_air_time_s: np.ndarray  # (k,) realised time of each one's scheduled transfers (see cosim.payload)
+    train_loss: np.ndarray | None = None  # (k,) each one's local training loss, NaN where its update did not arrive
 
 
 class Scheduler(Protocol):
@@ -97,6 +104,12 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
     name: str
+
+    def learning_problems(self, learning: Any) -> list[str]:
+        """`field.path: what is wrong` for each setting this scheduler cannot use with the scenario's learning
+        config (e.g. ranks the task does not offer); checked when a scenario is loaded."""
+        del learning
+        return []
 
 
 Factory = Callable[[Any, np.random.Generator], Scheduler]
