@@ -28,6 +28,7 @@ class Task(ABC):
     `round_shape` (those legs' kinds with "compute" where the vehicle computes) and `compute_samples`."""
 
     payload: Payload
+    preset: object | None = None  # an offline stage's inputs and outputs (a dataclass), traced in the manifest
     round_shape: tuple[Literal["down", "compute", "up"], ...]
     compute_samples: float
 
@@ -51,9 +52,10 @@ class Task(ABC):
         return phases
 
     @abstractmethod
-    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
-        """Learn from the clients whose phases all completed (each at its planned rank); their mean training loss
-        (NaN if none)."""
+    def train(self, clients: list[int], round_index: int, ranks: list[int],
+              densities: list[float] | None = None) -> float:
+        """Learn from the clients whose phases all completed (each at its planned rank and upload density; None:
+        the payload's default); their mean training loss (NaN if none)."""
 
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Schedulers: one module per family, all reachable by name through the registry."""
 
-from cosim.schedulers import lyapunov, simple  # noqa: F401 - registers lyapunov, aaba, gs; all-in and random
+from cosim.schedulers import lyapunov, simple, tsfa  # noqa: F401 - registers lyapunov, aaba, gs; all-in, random; tsfa
 from cosim.schedulers.base import (
     Observation,
     Plan,
