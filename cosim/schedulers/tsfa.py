@@ -93,7 +93,7 @@ class Tsfa(Lyapunov):
         _, chosen, delay = best
         self.planned_delay_s = 0.0
         if len(chosen) == 0:
-            return Plan(chosen, np.zeros(0))
+            return Plan(chosen, np.zeros(0), density=np.zeros(0))
         need = obs.rate.bandwidth_for_rate_hz(bits[None, :] / (c.tau_bar_s if hard else delay),
                                               obs.tx_power_w[chosen, None], obs.gain[chosen, None])
         kept = densify(need, obs.rsu[chosen], obs.rsu_bandwidth_hz)
