@@ -48,6 +48,7 @@ from benchmarks.seed001_decision import VEHICLES, decision_times_ms
 from cosim.engine import run_scenario
 from cosim.scenario import Scenario, load_scenario
 from cosim.schedulers.lyapunov import AabaConfig, Drift, GsConfig, LyapunovConfig
+from cosim.trace import TraceWriter
 
 STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed001-static.toml"
 MOBILITY = STATIC.with_name("seed001-mobility.toml")
@@ -100,12 +101,17 @@ def tail_start(rounds: int) -> int:
     return rounds * 3 // 4
 
 
-def run_one(path: Path, overrides: list[str]) -> Result:
-    """One co-simulation; the run directory is thrown away after reading its tables."""
+def simulate(path: Path, overrides: list[str]) -> tuple[Scenario, TraceWriter, float]:
+    """One co-simulation: its scenario, its traces (the run directory is thrown away) and its wall time."""
     scenario = load_scenario(path, overrides)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         trace = run_scenario(scenario, Path(out))
+    return scenario, trace, time.perf_counter() - start
+
+
+def run_one(path: Path, overrides: list[str]) -> Result:
+    scenario, trace, wall_s = simulate(path, overrides)
     rounds, parts = trace.table("rounds"), trace.table("participants")
     on_air = (parts["download_s"] + parts["upload_delay_s"]).groupby(parts["round"]).max()
     tail = rounds[rounds["round"] >= tail_start(scenario.simulation.rounds)]["accuracy"].dropna()
@@ -115,7 +121,7 @@ def run_one(path: Path, overrides: list[str]) -> Result:
                   float(on_air.reindex(rounds["round"], fill_value=0.0).mean()),
                   float(rounds["arrivals"].sum() / max(participants.sum(), 1)), accuracy,
                   math.sqrt(accuracy * (1 - accuracy) / samples), samples,
-                  int(trace.manifest["payload_bits"]), time.perf_counter() - start)
+                  int(trace.manifest["payload_bits"]), wall_s)
 
 
 class ResultLog:

@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmarks.seed001 import seed_gaps, tail_start
-from cosim.engine import run_scenario
+from benchmarks.seed001 import seed_gaps, simulate, tail_start
 from cosim.scenario import load_scenario
 
 STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed002-static.toml"
@@ -68,10 +65,7 @@ class Result:
 
 
 def run_one(path: Path, overrides: list[str]) -> Result:
-    scenario = load_scenario(path, overrides)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        trace = run_scenario(scenario, Path(out))
+    scenario, trace, wall_s = simulate(path, overrides)
     rounds, parts = trace.table("rounds"), trace.table("participants")
     air = parts.groupby("round")["scheduled_air_time_s"].max().reindex(rounds["round"], fill_value=0.0)
     arrived = parts[parts["outcome"] == "arrived"]
@@ -80,7 +74,7 @@ def run_one(path: Path, overrides: list[str]) -> Result:
     return Result(float(rounds["upload_bytes"].sum() / 1e6), float(rounds["participants"].mean()),
                   float(air.mean()), float(len(arrived) / max(len(parts), 1)),
                   float(arrived["density"].mean()) if len(arrived) else float("nan"), accuracy,
-                  math.sqrt(accuracy * (1 - accuracy) / scenario.learning.eval_samples), time.perf_counter() - start)
+                  math.sqrt(accuracy * (1 - accuracy) / scenario.learning.eval_samples), wall_s)
 
 
 def paired(runs: dict[str, list[Result]], method: str) -> tuple[float, float, float, float]:
