@@ -16,7 +16,7 @@ are paired within each seed, then given as mean ± standard error over seeds (on
 the gap). Writes one PNG.
 
     .venv/bin/python -m benchmarks.seed002 [--rounds 20] [--seeds 1 2 3] [--dataset sst2] [--no-mobility]
-                                           [--density 0.25] [--figure seed002.png] [--quick]
+                                           [--density 0.25] [--figure seed002.png] [--set KEY=VALUE] [--quick]
 """
 
 from __future__ import annotations
@@ -122,11 +122,13 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5, metavar="N", help="rounds between evaluations")
     parser.add_argument("--figure", type=Path, default=Path("seed002.png"), help="PNG to write (default seed002.png)")
     parser.add_argument("--no-mobility", action="store_true", help="skip the comparison under mobility")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scenario override for every run, e.g. learning.local_steps=1 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, 4 rounds, one seed")
     args = parser.parse_args()
     rounds, seeds = (4, args.seeds[:1]) if args.quick else (args.rounds, args.seeds)
     common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}",
-              f"learning.dataset={args.dataset}"]
+              f"learning.dataset={args.dataset}", *args.set]
     settings = {"static cell": STATIC} if args.no_mobility else {"static cell": STATIC, "SUMO grid": MOBILITY}
     results = {}
     for title, path in settings.items():
