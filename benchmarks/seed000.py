@@ -36,8 +36,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmarks.seed001 import tail_start
 from cosim.engine import run_scenario
+from cosim.report import tail_start
 from cosim.scenario import load_scenario
 from cosim.schedulers.rank import UcbDualConfig
 

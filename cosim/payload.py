@@ -43,7 +43,7 @@ class Payload:
     """A task's transfers per participant and round, in order, as functions of (rank, density); `None` means the
     task's default. `ranks` are the ranks a plan may assign (a split task's server holds one global rank, so it
     offers only that). `adapted_modules` counts the LoRA-adapted linear layers: a sparse upload's bitmap has r bits
-    for each."""
+    for each. `default_density` is the density of a plan without a density column (learning.compression)."""
 
     legs: tuple[Leg, ...]
     default_rank: int
@@ -51,10 +51,13 @@ class Payload:
     adapted_modules: int
     bits_per_value: int = 32
     reciprocal_downlink: bool = False
+    default_density: float = 1.0
 
     def __post_init__(self) -> None:
         if self.default_rank not in self.ranks:
             raise ValueError(f"default rank {self.default_rank} is not among the allowed ranks {self.ranks}")
+        if not 0 < self.default_density <= 1:
+            raise ValueError(f"default density must lie in (0, 1], got {self.default_density}")
 
     @classmethod
     def fixed(cls, upload_bits: int, download_bits: int = 0, reciprocal_downlink: bool = False) -> Payload:
@@ -74,7 +77,7 @@ class Payload:
     def kept_components(self, rank: IntArrayLike, density: FloatArrayLike) -> np.ndarray:
         """Rank components a sparse upload keeps per adapted module: round(ρ·r), at least 1, at most r."""
         ranks = self.rank_of(rank)
-        rho = np.asarray(1.0 if density is None else density, dtype=float)
+        rho = np.asarray(self.default_density if density is None else density, dtype=float)
         if np.any(~np.isfinite(rho)) or np.any((rho <= 0) | (rho > 1)):
             raise ValueError(f"density must lie in (0, 1], got {rho.tolist()}")
         return np.clip(np.rint(rho * ranks), 1, ranks).astype(np.int64)

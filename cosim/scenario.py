@@ -127,7 +127,20 @@ class EnergyConfig(Section):
 
 
 SPLIT_ONLY = ("server_lr", "head_lr", "server_optimizer")
-FLAT_ONLY = ("optimizer", "lr", "local_steps")
+FLAT_ONLY = ("optimizer", "lr", "local_steps", "compression")
+
+
+class CompressionConfig(Section):
+    """SOFT (seed 002, models.soft): each upload keeps round(density·r) of the r LoRA rank components per module,
+    chosen by `selection`; a plan's density column overrides `density`. preset = "covariance" is TSFA's offline
+    stage: the initial density (and an SGD learning rate) from the frozen base's features on `calibration_samples`
+    training samples, replacing `density` (and `lr`; the rule: models.soft.OfflinePreset)."""
+
+    density: Annotated[float, Field(gt=0, le=1)] = 1.0
+    selection: Literal["norm", "random"] = "norm"  # top ‖A_i‖·‖B_:,i‖ (SOFT), or random-k
+    orthogonal_weight: NonNegative = 0.0  # λ of the orthogonality regulariser in local training; 0 = off
+    preset: Literal["none", "covariance"] = "none"
+    calibration_samples: int = Field(256, ge=2)
 
 
 class LearningConfig(Section):
@@ -164,6 +177,7 @@ class LearningConfig(Section):
     wire_dtype: WireDtype = "float32"  # precision of every value on the air (payload bits per value)
     # "auto": bf16 matrix products where the hardware has them (CUDA; CPUs with AVX512-BF16/AMX), else float32
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    compression: CompressionConfig = CompressionConfig()  # flat mode only
 
     @model_validator(mode="after")
     def _fields_of_the_mode(self) -> LearningConfig:

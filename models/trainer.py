@@ -19,6 +19,7 @@ from models.backbone import SplitClassifier
 from models.data import EncodedData, trim_padding
 from models.device import Precision, autocast, compute_dtype
 from models.lora import check_state, is_lora_a, is_lora_b, resize_state, state_rank
+from models.soft import add_orthogonal_gradient
 from models.stacked import ClientRows, stacked_clients
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -68,7 +69,8 @@ def rank_masks(
 class LocalTrainer:
     """Runs the real local LoRA steps of the clients that take part in a round, stacked into batched passes.
     `precision`: "float32" (exact, the default), "bfloat16" or "auto" (bf16 where native; models.device).
-    `tokens_per_pass`: mini-batch tokens stacked into one pass; None = the device's default (CPU 2,048, GPU all)."""
+    `tokens_per_pass`: mini-batch tokens stacked into one pass; None = the device's default (CPU 2,048, GPU all).
+    `orthogonal_weight`: λ of SOFT's orthogonality regulariser on the LoRA factors (models.soft; 0 = off)."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class LocalTrainer:
         seed: int,
         precision: Precision = "float32",
         tokens_per_pass: int | None = None,
+        orthogonal_weight: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -91,6 +94,9 @@ class LocalTrainer:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if orthogonal_weight < 0:
+            raise ValueError(f"orthogonal_weight must be >= 0, got {orthogonal_weight}")
+        self.orthogonal_weight = orthogonal_weight
         self.shards = [np.asarray(shard, dtype=np.int64) for shard in shards]
         for client, shard in enumerate(self.shards):
             if len(shard) == 0 or shard.min() < 0 or shard.max() >= len(data):
@@ -191,6 +197,8 @@ class LocalTrainer:
             per_client = self._losses(effective, rows, ClientRows(sizes, generators))
             optimizer.zero_grad(set_to_none=True)
             per_client.sum().backward()  # a sum of per-client means: each client's gradient is exactly its own
+            if self.orthogonal_weight:
+                add_orthogonal_gradient(params, self.orthogonal_weight)
             optimizer.step()
             losses.append(per_client.detach())
         mean_loss = torch.stack(losses).mean(dim=0).cpu()

@@ -45,6 +45,8 @@ class FlatFederation:
         # What a plan covers depends on the radio: the downlink counts when it runs at the vehicle's rate.
         self.payload = dataclasses.replace(task.payload, reciprocal_downlink=scenario.rsu.downlink == "reciprocal")
         self.compute_time_s = float(self.device.compute_time_s(task.compute_samples))
+        if task.preset is not None:  # TSFA's offline stage: its inputs and outputs (models.soft.OfflinePreset)
+            trace.manifest["offline_preset"] = dataclasses.asdict(task.preset)
 
     def run(self) -> Generator[simpy.Event, object, None]:
         yield self.world.next_tick()  # the first mobility refresh: until then nobody is associated
@@ -80,7 +82,8 @@ class FlatFederation:
         end = self.env.now  # the last participant's upload arrived or failed (at the latest at the deadline)
         arrived = np.array([r["outcome"] == "arrived" for r in records], dtype=bool)
         done = [r for r in records if r["outcome"] == "arrived"]
-        losses = self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done])
+        losses = self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done],
+                                  [r["density"] for r in done])
         train_loss = np.full(len(records), np.nan)
         train_loss[arrived] = np.broadcast_to(np.asarray(losses, dtype=float), (len(done),))
         for record, loss in zip(records, train_loss, strict=True):

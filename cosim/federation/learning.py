@@ -13,7 +13,7 @@ import numpy as np
 from cosim.compute import ComputeModel
 from cosim.federation.task import Task
 from cosim.payload import WIRE_BITS, Leg, Payload
-from cosim.scenario import LearningConfig
+from cosim.scenario import LearningConfig, ScenarioError
 from models.aggregate import fedavg, hetlora
 from models.backbone import SplitClassifier, load_backbone
 from models.data import EncodedData, client_shards, encode, load_splits, subset
@@ -21,6 +21,7 @@ from models.device import compute_dtype, store_frozen
 from models.evaluate import evaluate
 from models.flops import frozen_linear_macs
 from models.lora import RankProfile, add_lora, rank_profile, trainable_state
+from models.soft import OfflinePreset, pooled_features, sparse_merge, sparsify
 from models.split import SplitExchange, SplitTrainer
 from models.trainer import LocalTrainer
 
@@ -39,6 +40,10 @@ class LearningSetup:
     def load(cls, cfg: LearningConfig, seed: int) -> LearningSetup:
         train, held_out = load_splits(cfg.dataset)
         model, tokenizer = load_backbone(cfg.model, num_labels=train.num_labels, seed=seed)
+        width = min(model.config.hidden_size, model.config.intermediate_size)
+        if cfg.lora_rank > width:
+            raise ScenarioError("scenario", [f"learning.lora_rank: {cfg.lora_rank} exceeds the model's width "
+                                             f"{width} (a LoRA factor cannot have more components); lower it"])
         model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                          target_modules=cfg.lora_targets)
         store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
@@ -51,13 +56,14 @@ class LearningSetup:
                    float(np.bincount(held_out.labels).max() / len(held_out.labels)))
 
 
-def adapter_payload(profile: RankProfile, bits_per_value: int, reciprocal_downlink: bool = False) -> Payload:
-    """Flat federated LoRA: the adapter and head down, the same up; a client may train any rank up to the global one
-    (it gets the leading components, as in HetLoRA)."""
+def adapter_payload(profile: RankProfile, bits_per_value: int, reciprocal_downlink: bool = False,
+                    density: float = 1.0) -> Payload:
+    """Flat federated LoRA: the adapter and head down, the same up (at `density` by default: models.soft); a client
+    may train any rank up to the global one (it gets the leading components, as in HetLoRA)."""
     adapter = Leg("down", profile.fixed_values, profile.per_rank_values)
     return Payload((adapter, dataclasses.replace(adapter, kind="up")), default_rank=profile.rank,
                    ranks=tuple(range(1, profile.rank + 1)), adapted_modules=profile.adapted_modules,
-                   bits_per_value=bits_per_value, reciprocal_downlink=reciprocal_downlink)
+                   bits_per_value=bits_per_value, reciprocal_downlink=reciprocal_downlink, default_density=density)
 
 
 def split_payload(exchange: SplitExchange, bits_per_value: int, reciprocal_downlink: bool = False) -> Payload:
@@ -71,7 +77,9 @@ def split_payload(exchange: SplitExchange, bits_per_value: int, reciprocal_downl
 class FederatedTask(Task):
     """Flat federated LoRA: every participant downloads the global adapter and head (truncated to its planned rank),
     trains them locally and uploads them; the server averages what arrived (FedAvg, or HetLoRA's zero-padded average
-    when ranks differ)."""
+    when ranks differ). An upload at a density below 1 keeps its top rank components (SOFT, learning.compression);
+    a round with any such upload is merged by models.soft.sparse_merge. compression.preset = "covariance" runs
+    TSFA's offline stage first (models.soft.OfflinePreset; `preset` holds its inputs and outputs for the manifest)."""
 
     round_shape = ("down", "compute", "up")
 
@@ -80,16 +88,26 @@ class FederatedTask(Task):
         super().__init__(cfg, setup.majority_rate)
         self.eval_data = setup.eval_data
         self.model = setup.model
-        self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=cfg.lr,
-                                    optimizer=cfg.optimizer, seed=seed, precision=cfg.precision)
+        self.seed = seed
+        soft = cfg.compression
+        density, lr, self.preset = soft.density, cfg.lr, None
+        if soft.preset == "covariance":
+            features = pooled_features(setup.model, setup.train, soft.calibration_samples,
+                                       compute_dtype(next(setup.model.parameters()).device, cfg.precision))
+            self.preset = OfflinePreset.from_features(features, cfg.lora_rank, cfg.lr, cfg.optimizer == "sgd")
+            density, lr = self.preset.density, self.preset.lr
+        self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=lr,
+                                    optimizer=cfg.optimizer, seed=seed, precision=cfg.precision,
+                                    orthogonal_weight=soft.orthogonal_weight)
         self.global_state = trainable_state(setup.model)
         profile = rank_profile(self.global_state)
-        self.payload = adapter_payload(profile, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink)
+        self.payload = adapter_payload(profile, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink, density)
         self.compute_samples = cfg.local_steps * cfg.batch_size
         self.compute_model = ComputeModel.from_layers(frozen_linear_macs(setup.model.encoder),
                                                       profile.per_rank_values, profile.rank)
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> np.ndarray:
+    def train(self, clients: list[int], round_index: int, ranks: list[int],
+              densities: list[float] | None = None) -> np.ndarray:
         """Local training of the clients whose uploads arrived, then the average; returns each one's training loss."""
         if not clients:
             return np.zeros(0)
@@ -97,7 +115,15 @@ class FederatedTask(Task):
         heterogeneous = any(rank != top for rank in ranks)
         updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index,
                                      ranks=ranks if heterogeneous else None)
-        self.global_state = hetlora(updates, top) if heterogeneous else fedavg(updates)
+        kept = self.payload.kept_components(ranks, densities)
+        if np.all(kept == ranks):
+            self.global_state = hetlora(updates, top) if heterogeneous else fedavg(updates)
+        else:
+            selection = self.cfg.compression.selection
+            self.global_state = sparse_merge(self.global_state, [
+                sparsify(u.client, u.num_samples, u.state, int(k), selection,
+                         np.random.default_rng([self.seed, round_index, u.client]))
+                for u, k in zip(updates, kept, strict=True)])
         return np.array([update.loss for update in updates])
 
     def evaluate(self) -> tuple[float, float]:
@@ -131,11 +157,12 @@ class SplitTask(Task):
         self.payload = split_payload(self.trainer.exchange, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink)
         self.compute_samples = cfg.batch_size
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> float:
+    def train(self, clients: list[int], round_index: int, ranks: list[int],
+              densities: list[float] | None = None) -> float:
         """One split step over the clients whose exchanges all completed (the server's one rank: `ranks` is the
-        payload's default for all). Vehicles that share a shard draw the same batch in a round (it is seeded by
-        shard and round), so that batch counts once."""
-        del ranks
+        payload's default for all; uploads are dense: compression and tsfa are flat-only). Vehicles that share a
+        shard draw the same batch in a round (it is seeded by shard and round), so that batch counts once."""
+        del ranks, densities
         return self.trainer.round(list(dict.fromkeys(clients)), round_index)
 
     def evaluate(self) -> tuple[float, float]:

@@ -34,7 +34,7 @@ class Participant:
         i = int(plan.participants[j])
         vehicle, rsu, bandwidth = str(obs.vehicles[i]), int(obs.rsu[i]), float(plan.bandwidth_hz[j])
         rank = int(obs.payload.default_rank if plan.rank is None else plan.rank[j])
-        density = 1.0 if plan.density is None else float(plan.density[j])
+        density = obs.payload.default_density if plan.density is None else float(plan.density[j])
         phases = self.task.phases(rank, density)
         power = float(obs.tx_power_w[i])
         # Downlink on the same FDMA share (see RsuConfig.downlink for its power).

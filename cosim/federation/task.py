@@ -30,6 +30,7 @@ class Task(ABC):
     default rank); `compute_model`, when set, scales the computation with the rank (cosim.compute)."""
 
     payload: Payload
+    preset: object | None = None  # an offline stage's inputs and outputs (a dataclass), traced in the manifest
     round_shape: tuple[Literal["down", "compute", "up"], ...]
     compute_samples: float
     compute_model: ComputeModel | None = None
@@ -59,9 +60,10 @@ class Task(ABC):
         return self.compute_samples * scale
 
     @abstractmethod
-    def train(self, clients: list[int], round_index: int, ranks: list[int]) -> np.ndarray | float:
-        """Learn from the clients whose phases all completed (each at its planned rank); their training losses,
-        aligned with `clients`, or one loss standing for all of them."""
+    def train(self, clients: list[int], round_index: int, ranks: list[int],
+              densities: list[float] | None = None) -> np.ndarray | float:
+        """Learn from the clients whose phases all completed (each at its planned rank and upload density; None:
+        the payload's default); their training losses, aligned with `clients`, or one loss standing for all."""
 
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:

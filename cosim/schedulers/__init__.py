@@ -1,6 +1,6 @@
 """Schedulers: one module per family, all reachable by name through the registry."""
 
-from cosim.schedulers import lyapunov, rank, simple  # noqa: F401 - registers each module's schedulers
+from cosim.schedulers import lyapunov, rank, simple, tsfa  # noqa: F401 - registers each module's schedulers
 from cosim.schedulers.base import (
     Observation,
     Plan,
