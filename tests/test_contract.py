@@ -23,7 +23,7 @@ TAU_BAR_S = 0.3
 SCHEDULERS = {"all-in": {}, "random": {"participants": 4}, "lyapunov": {"tau_bar_s": TAU_BAR_S},
               "aaba": {"tau_bar_s": TAU_BAR_S}, "gs": {"tau_bar_s": TAU_BAR_S},
               "ucb-dual": {"participants": 4, "ranks": [8]}, "homolora": {"participants": 4},
-              "hetlora": {"participants": 4, "ranks": [8]}}
+              "hetlora": {"participants": 4, "ranks": [8]}, "tsfa": {"tau_bar_s": TAU_BAR_S}}
 MODES = {  # MiniLM-like sizes at a small scale: an adapter of rank 8, and a split exchange of 8 × 32 tokens
     "flat": adapter_payload(RankProfile(8, fixed_values=770, per_rank_values=18_432, adapted_modules=12), 32),
     "split": split_payload(SplitExchange(tokens=256, hidden_size=384, rank=8, adapted_modules=18), 32),
@@ -44,7 +44,7 @@ class StandIn(Task):
         self.payload = payload
         self.round_shape = ("down", "compute", "up") if mode == "flat" else ("up", "down", "compute", "up")
 
-    def train(self, clients, round_index, ranks):
+    def train(self, clients, round_index, ranks, densities=None):
         return 0.0
 
     def evaluate(self):

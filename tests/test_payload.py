@@ -66,7 +66,7 @@ def test_phases_carry_the_payloads_bits():
         round_shape = ("up", "down", "compute", "up")
         compute_samples = 8
 
-        def train(self, clients, round_index, ranks):
+        def train(self, clients, round_index, ranks, densities=None):
             return 0.0
 
         def evaluate(self):

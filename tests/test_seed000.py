@@ -40,7 +40,7 @@ class _Probe(Task):
     round_shape = ("down", "compute", "up")
     compute_samples = 32
 
-    def train(self, clients, round_index, ranks):
+    def train(self, clients, round_index, ranks, densities=None):
         return 0.0
 
     def evaluate(self):
