@@ -84,11 +84,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.resume is not None:
             scenario = _resumed_scenario(args)
+            check_scenario(scenario, str(args.resume))
             out_dir = args.resume
         else:
             if args.scenario is None:
                 raise RunDirError("a scenario file is needed (or --resume RUN_DIR)")
             scenario = load_scenario(args.scenario, args.overrides)
+            check_scenario(scenario, str(args.scenario))  # before the run directory, SUMO or the model
             out_dir = args.out or default_run_dir(scenario)
             prepare_new(out_dir, args.overwrite)
     except (ScenarioError, RunDirError) as exc:

@@ -302,7 +302,7 @@ def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
     for part in parents:
         table = table.setdefault(part, {})
         if not isinstance(table, dict):
-            raise ScenarioError(source, [f"--set {key}: {part} is a value, not a table"])
+            raise ScenarioError(source, [f"{key.strip()}: {part} is a value, not a table; drop one of the two --set"])
     if key.strip() in KIND_KEYS and table.get(leaf, KIND_KEYS[key.strip()]) != value:
         table.clear()
     table[leaf] = value
