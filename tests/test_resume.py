@@ -14,7 +14,7 @@ import pytest
 from cosim import engine
 from cosim.cli import main
 from cosim.rundir import default_run_dir, reported_status, safe_name
-from cosim.scenario import load_scenario
+from cosim.scenario import ScenarioError, load_scenario
 from cosim.trace import SCHEMA, read_manifest, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,12 +142,21 @@ def test_status_of_a_run_whose_process_is_gone():
 def test_failures_are_one_line_and_recorded(tmp_path, monkeypatch, capsys):
     """A failure in set-up (bad input found by the learning set-up: exit 2) and one at run time (exit 1): one line
     each, the traceback only under --debug, and the manifest says failed with the error."""
-    too_many = ["learning.samples_per_client=1000000"]
+    too_many = ["learning.samples_per_client=1000000"]  # refused by the preflight, before any run directory
     assert main(["run", str(TINY), "--out", str(tmp_path / "setup"), "--quiet", *sets(too_many)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "samples_per_client" in err
-    manifest = read_manifest(tmp_path / "setup")
-    assert manifest["status"] == "failed" and "samples_per_client" in manifest["error"]
+    assert not (tmp_path / "setup").exists()
+
+    def unloadable(*args, **kwargs):
+        raise ScenarioError("scenario", ["learning.dataset: changed on disk since it was checked; run again"])
+
+    monkeypatch.setattr(engine, "make_task", unloadable)  # a set-up failure after the run directory exists
+    assert main(["run", str(TINY), "--out", str(tmp_path / "setup2"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    manifest = read_manifest(tmp_path / "setup2")
+    assert manifest["status"] == "failed" and "learning.dataset" in manifest["error"]
+    monkeypatch.undo()
 
     def broken(*args, **kwargs):
         raise RuntimeError("scheduler exploded\nsecond line")
