@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = {"network": {"junctions": 3, "edge_length_m": 150.0}, "demand": {"trip_period_s": 2.0, "end_s": 300.0}}
 
 
-def test_a_run_before_the_demand_begins_is_refused_by_the_cli(capsys):
+def test_a_run_before_the_demand_begins_is_refused_by_the_cli(capsys, tmp_path):
     # The tiny scenario runs from 60 s to 68 s at most; with trips departing from 500 s it would see no vehicle.
-    assert main(["run", str(ROOT / "tests/data/tiny.toml"), "--quiet", "--set", "mobility.demand.begin_s=500",
+    assert main(["run", str(ROOT / "tests/data/tiny.toml"), "--quiet", "--out", str(tmp_path / "run"),
+                 "--set", "mobility.demand.begin_s=500",
                  "--set", "mobility.demand.end_s=900"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: mobility.demand: no vehicle departs between SUMO's begin at 0 s and the run's end "
