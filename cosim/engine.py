@@ -11,11 +11,19 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import simpy
 import torch
 
 from cosim import checkpoint
-from cosim.federation import FederatedTask, FlatFederation, RoundSummary, SplitTask, make_task
+from cosim.federation import (
+    FederatedTask,
+    FlatFederation,
+    HierarchicalFederation,
+    RoundSummary,
+    SplitTask,
+    make_task,
+)
 from cosim.rng import stream
 from cosim.rundir import RunDirError, process_identity, scenario_hash
 from cosim.scenario import Scenario
@@ -166,7 +174,8 @@ def _simulate(scenario: Scenario, trace: TraceWriter, task: FederatedTask | Spli
         world = World(env, scenario, mobility, rsus, on_handovers=lambda events: trace.add(
             "handovers", [_handover_row(event) for event in events]))
         scheduler = make_scheduler(scenario.scheduler, stream(scenario.seed, "scheduler"))
-        federation = FlatFederation(env, scenario, world, task, scheduler, trace, after_round)  # type: ignore[arg-type]
+        orchestrator = HierarchicalFederation if scenario.federation.aggregation == "hierarchical" else FlatFederation
+        federation = orchestrator(env, scenario, world, task, scheduler, trace, after_round)  # type: ignore[arg-type]
         env.process(world.run())
         env.process(_sample_vehicles(env, world, trace, scenario.trace.vehicle_sample_s))
         env.run(until=env.process(federation.run()))
@@ -189,7 +198,10 @@ class _Replay:
         self.stored_rounds = stored["rounds"].to_pandas()
         self.outputs = self.stored_rounds.set_index("round")
         participants = stored["participants"].to_pandas()
-        self.client_losses = participants[participants["outcome"] == "arrived"].groupby("round")["train_loss"]
+        arrived = participants[participants["outcome"] == "arrived"]
+        self.client_losses = arrived.groupby("round")["train_loss"]
+        self.arrived_vehicles = arrived.groupby("round")["vehicle"]
+        self.client_norms = stored["components"].to_pandas().groupby(["round", "vehicle"])[["a_norm", "b_norm"]]
         self.replayed_rows = dict.fromkeys(SCHEMA, 0)
         self.replayed_rounds: list[dict[str, Any]] = []
         self.round_index = -1
@@ -200,14 +212,30 @@ class _Replay:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.task, name)
 
-    def train(self, clients: list[int], round_index: int, *plan: Any) -> Any:
+    def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
+              edges: list[int] | None = None) -> Any:
         """The stored per-client losses of a re-simulated round (what the scheduler learnt from), else training."""
         self.round_index = round_index
         if round_index < self.rounds:
             if not clients:
                 return float("nan")
             return self.client_losses.get_group(round_index).to_numpy()
-        return self.task.train(clients, round_index, *plan)
+        return self.task.train(clients, round_index, ranks, densities, edges=edges)
+
+    @property
+    def update_norms(self) -> list[np.ndarray] | None:
+        """The stored component norms of a re-simulated round's updates (what the scheduler learnt from)."""
+        if self.round_index >= self.rounds or self.task.update_norms is None:
+            return self.task.update_norms
+        if self.round_index not in self.arrived_vehicles.groups:
+            return []
+        return [self.client_norms.get_group((self.round_index, vehicle)).to_numpy()
+                for vehicle in self.arrived_vehicles.get_group(self.round_index)]
+
+    def aggregate_edges(self, samples: dict[int, int]) -> None:
+        """A re-simulated global round leaves the learning state alone (it comes from the checkpoint)."""
+        if self.round_index >= self.rounds:
+            self.task.aggregate_edges(samples)
 
     def evaluate(self) -> tuple[float, float]:
         if self.round_index < self.rounds:

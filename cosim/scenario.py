@@ -191,6 +191,29 @@ class LearningConfig(Section):
         return self
 
 
+HIERARCHICAL_ONLY = ("global_every_rounds", "backhaul_latency_s", "backhaul_rate_bps")
+
+
+class FederationConfig(Section):
+    """Who aggregates. "flat": vehicles → serving RSU → server, the RSUs forwarding every update over an ideal
+    backhaul. "hierarchical": each RSU averages the updates that reached it into its own edge model every round, and
+    every `global_every_rounds` rounds (κ) the RSUs send their edge models to the server over a backhaul link of
+    `backhaul_latency_s` + bits / `backhaul_rate_bps` each way (cosim.federation.hierarchical)."""
+
+    aggregation: Literal["flat", "hierarchical"] = "flat"
+    global_every_rounds: int = Field(1, ge=1, le=100_000)
+    backhaul_latency_s: Annotated[float, Field(ge=0, le=60)] = 0.005  # one way, RSU ↔ server
+    backhaul_rate_bps: Annotated[float, Field(gt=0, allow_inf_nan=True)] = 1e9  # per RSU link; inf: no transfer time
+
+    @model_validator(mode="after")
+    def _fields_of_the_aggregation(self) -> FederationConfig:
+        clash = [name for name in HIERARCHICAL_ONLY if name in self.model_fields_set]
+        if self.aggregation == "flat" and clash:
+            raise ValueError(f"{', '.join(clash)} only apply to aggregation = 'hierarchical'; set that or remove "
+                             f"{'it' if len(clash) == 1 else 'them'}")
+        return self
+
+
 class TraceConfig(Section):
     vehicle_sample_s: Positive = 5.0
 
@@ -204,6 +227,7 @@ class Scenario(Section):
     channel: ChannelConfig = ChannelConfig()
     energy: EnergyConfig = EnergyConfig()
     learning: LearningConfig = LearningConfig()
+    federation: FederationConfig = FederationConfig()
     scheduler: scheduler_config_union() = Field(  # type: ignore[valid-type]
         default_factory=lambda: {"name": "all-in"}, validate_default=True
     )
@@ -212,6 +236,9 @@ class Scenario(Section):
     @model_validator(mode="after")
     def _scheduler_fits_learning(self) -> Scenario:
         problems = self.scheduler.learning_problems(self.learning)
+        if self.federation.aggregation == "hierarchical" and self.learning.mode == "split":
+            problems.append('federation.aggregation: "hierarchical" needs learning.mode = "flat" (split LoRA trains '
+                            'one adapter on the server); use aggregation = "flat" or mode = "flat"')
         if problems:
             raise ValueError("; ".join(problems))
         return self

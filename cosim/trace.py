@@ -42,6 +42,10 @@ SCHEMA: dict[str, dict[str, str]] = {
     },
     "handovers": {"time_s": "float64", "vehicle": "string", "from_rsu": "int64", "to_rsu": "int64",
                   "kind": "string", "interruption_s": "float64"},
+    "aggregations": {"round": "int64", "level": "string", "rsu": "int64", "contributors": "int64", "samples": "int64",
+                     "bits": "int64", "backhaul_s": "float64", "start_s": "float64", "end_s": "float64"},
+    "components": {"round": "int64", "vehicle": "string", "component": "int64", "a_norm": "float64",
+                   "b_norm": "float64"},
     "vehicles": {"time_s": "float64", "vehicle": "string", "x_m": "float64", "y_m": "float64",
                  "speed_mps": "float64", "rsu": "int64", "battery_j": "float64"},
 }

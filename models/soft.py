@@ -43,6 +43,15 @@ def component_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(a.float(), dim=1) * torch.linalg.vector_norm(b.float(), dim=0)
 
 
+def component_norms(state: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """(r, 2) float64: for each rank component i, ‖A_i‖ and ‖B_:,i‖ over every adapted module together (the norms of
+    row i of all A matrices and of column i of all B matrices): what HetLoRA's rank self-pruning reads."""
+    pairs = lora_pairs(state)
+    a = sum(state[a_name].double().square().sum(dim=1) for a_name, _ in pairs)
+    b = sum(state[b_name].double().square().sum(dim=0) for _, b_name in pairs)
+    return torch.stack([a, b], dim=1).sqrt().numpy()
+
+
 def select_components(scores: torch.Tensor, kept: int, selection: Selection,
                       rng: np.random.Generator) -> torch.Tensor:
     """Ascending indices of the `kept` components to send: the highest scores (ties to the lower index), or uniformly

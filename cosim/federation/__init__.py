@@ -2,8 +2,9 @@
 round (`participant`) and the round orchestration (`flat`)."""
 
 from cosim.federation.flat import FlatFederation, RoundSummary
+from cosim.federation.hierarchical import HierarchicalFederation
 from cosim.federation.learning import FederatedTask, LearningSetup, SplitTask, make_task
 from cosim.federation.task import Phase, Task
 
-__all__ = ["FederatedTask", "FlatFederation", "LearningSetup", "Phase", "RoundSummary", "SplitTask", "Task",
-           "make_task"]
+__all__ = ["FederatedTask", "FlatFederation", "HierarchicalFederation", "LearningSetup", "Phase", "RoundSummary",
+           "SplitTask", "Task", "make_task"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -53,6 +54,25 @@ class FlatFederation:
         for round_index in range(self.sim.rounds):
             yield from self.round(round_index)
 
+    def learn(self, done: list[dict[str, Any]], round_index: int) -> tuple[np.ndarray | float, float]:
+        """The server learns from the updates that arrived (`done`: their participant records): each one's training
+        loss, and the backhaul time this adds to the round (none: the RSUs forward updates over an ideal backhaul)."""
+        return self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done],
+                               [r["density"] for r in done]), 0.0
+
+    def component_norms(self, records: list[dict[str, Any]], done: list[dict[str, Any]],
+                        round_index: int) -> list[np.ndarray | None] | None:
+        """The arrived updates' component norms, aligned with `records` (None where nothing arrived), traced in the
+        `components` table; None if the task has none."""
+        norms = self.task.update_norms
+        if norms is None:
+            return None
+        self.trace.add("components", [
+            {"round": round_index, "vehicle": record["vehicle"], "component": i, "a_norm": a, "b_norm": b}
+            for record, update in zip(done, norms, strict=True) for i, (a, b) in enumerate(update.tolist())])
+        by_vehicle = dict(zip((record["vehicle"] for record in done), norms, strict=True))
+        return [by_vehicle.get(record["vehicle"]) if record["outcome"] == "arrived" else None for record in records]
+
     def observe(self, round_index: int) -> tuple[Observation, np.ndarray]:
         w = self.world
         rows = np.flatnonzero(w.can_transmit())
@@ -79,11 +99,12 @@ class FlatFederation:
         else:
             yield self.env.timeout(self.world.tick_s)  # nobody scheduled: wait for the traffic to change
         records = [process.value for process in processes]
-        end = self.env.now  # the last participant's upload arrived or failed (at the latest at the deadline)
         arrived = np.array([r["outcome"] == "arrived" for r in records], dtype=bool)
         done = [r for r in records if r["outcome"] == "arrived"]
-        losses = self.task.train([r["client"] for r in done], round_index, [r["rank"] for r in done],
-                                  [r["density"] for r in done])
+        losses, backhaul_s = self.learn(done, round_index)
+        if backhaul_s > 0:
+            yield self.env.timeout(backhaul_s)
+        end = self.env.now  # the last upload arrived or failed (at the latest at the deadline), plus any backhaul
         train_loss = np.full(len(records), np.nan)
         train_loss[arrived] = np.broadcast_to(np.asarray(losses, dtype=float), (len(done),))
         for record, loss in zip(records, train_loss, strict=True):
@@ -93,7 +114,8 @@ class FlatFederation:
         energy = np.array([r["energy_j"] for r in records])
         air_time = np.array([r["scheduled_air_time_s"] for r in records])
         self.scheduler.observe(RoundFeedback(round_index, end - start, float(air_time.max(initial=0.0)), arrived,
-                                             energy, accuracy if evaluate_now else None, air_time, train_loss))
+                                             energy, accuracy if evaluate_now else None, air_time, train_loss,
+                                             self.component_norms(records, done, round_index)))
         self.trace.add("participants", records)
         self.trace.add("rounds", [{
             "round": round_index, "start_s": start, "end_s": end, "duration_s": end - start,

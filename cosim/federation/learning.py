@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from cosim.compute import ComputeModel
 from cosim.federation.task import Task
@@ -21,9 +22,9 @@ from models.device import compute_dtype, store_frozen
 from models.evaluate import evaluate
 from models.flops import frozen_linear_macs
 from models.lora import RankProfile, add_lora, rank_profile, trainable_state
-from models.soft import OfflinePreset, pooled_features, sparse_merge, sparsify
+from models.soft import OfflinePreset, component_norms, pooled_features, sparse_merge, sparsify
 from models.split import SplitExchange, SplitTrainer
-from models.trainer import LocalTrainer
+from models.trainer import ClientUpdate, LocalTrainer
 
 
 @dataclass(frozen=True)
@@ -100,41 +101,77 @@ class FederatedTask(Task):
                                     optimizer=cfg.optimizer, seed=seed, precision=cfg.precision,
                                     orthogonal_weight=soft.orthogonal_weight)
         self.global_state = trainable_state(setup.model)
+        self.edge_states: dict[int, dict[str, torch.Tensor]] = {}  # hierarchical: RSU -> edge model, where it differs
+        self.update_norms: list[np.ndarray] = []
         profile = rank_profile(self.global_state)
         self.payload = adapter_payload(profile, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink, density)
         self.compute_samples = cfg.local_steps * cfg.batch_size
         self.compute_model = ComputeModel.from_layers(frozen_linear_macs(setup.model.encoder),
                                                       profile.per_rank_values, profile.rank)
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int],
-              densities: list[float] | None = None) -> np.ndarray:
-        """Local training of the clients whose uploads arrived, then the average; returns each one's training loss."""
+    def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
+              edges: list[int] | None = None) -> np.ndarray:
+        """Local training of the clients whose uploads arrived, then the average; returns each one's training loss.
+        Flat (`edges` None): every client starts from the global model and the server averages them into it.
+        Hierarchical: a client starts from the edge model of the RSU its update reached (`edges`), and each RSU
+        averages its own clients into its edge model; aggregate_edges makes the global model from the edges."""
+        if edges is None:
+            self.global_state, updates = self._learn(self.global_state, clients, round_index, ranks, densities)
+        else:
+            updates = [None] * len(clients)
+            for edge in sorted(set(edges)):
+                members = [k for k, reached in enumerate(edges) if reached == edge]
+                self.edge_states[edge], trained = self._learn(
+                    self.edge_states.get(edge, self.global_state), [clients[k] for k in members], round_index,
+                    [ranks[k] for k in members], None if densities is None else [densities[k] for k in members])
+                for k, update in zip(members, trained, strict=True):
+                    updates[k] = update
+        self.update_norms = [component_norms(update.state) for update in updates]
+        return np.array([update.loss for update in updates])
+
+    def _learn(self, start: dict[str, torch.Tensor], clients: list[int], round_index: int, ranks: list[int],
+               densities: list[float] | None) -> tuple[dict[str, torch.Tensor], list[ClientUpdate]]:
+        """`clients` trained from `start` and averaged (FedAvg, HetLoRA padding when ranks differ, SOFT's sparse
+        merge when some upload is sparse): the new state and the clients' updates. No client: `start`."""
         if not clients:
-            return np.zeros(0)
+            return start, []
         top = self.payload.default_rank
         heterogeneous = any(rank != top for rank in ranks)
-        updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index,
+        updates = self.trainer.train(start, clients, self.cfg.local_steps, round_index,
                                      ranks=ranks if heterogeneous else None)
         kept = self.payload.kept_components(ranks, densities)
         if np.all(kept == ranks):
-            self.global_state = hetlora(updates, top) if heterogeneous else fedavg(updates)
+            merged = hetlora(updates, top) if heterogeneous else fedavg(updates)
         else:
             selection = self.cfg.compression.selection
-            self.global_state = sparse_merge(self.global_state, [
+            merged = sparse_merge(start, [
                 sparsify(u.client, u.num_samples, u.state, int(k), selection,
                          np.random.default_rng([self.seed, round_index, u.client]))
                 for u, k in zip(updates, kept, strict=True)])
-        return np.array([update.loss for update in updates])
+        return merged, updates
+
+    def aggregate_edges(self, samples: dict[int, int]) -> None:
+        """The server's global round: the new global model is the average of the edge models of the RSUs in
+        `samples`, each weighted by the training samples it aggregated since the last global round (FedAvg over
+        edges); every RSU then holds the global model again."""
+        self.global_state = fedavg([ClientUpdate(rsu, self.edge_states[rsu], weight, float("nan"))
+                                    for rsu, weight in sorted(samples.items())])
+        self.edge_states = {}
+
+    def samples(self, clients: list[int]) -> list[int]:
+        """Each client's training samples (its shard): its FedAvg weight."""
+        return [len(self.trainer.shards[client]) for client in clients]
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.model, self.global_state, self.eval_data, dtype=self.trainer.dtype)
 
     def state_dict(self) -> dict[str, Any]:
         """The learning state between rounds (local optimisers start afresh every round): for a checkpoint."""
-        return {"global_state": self.global_state}
+        return {"global_state": self.global_state, "edge_states": self.edge_states}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.global_state = dict(state["global_state"])
+        self.edge_states = {int(rsu): dict(edge) for rsu, edge in state["edge_states"].items()}
 
 
 class SplitTask(Task):
@@ -157,12 +194,13 @@ class SplitTask(Task):
         self.payload = split_payload(self.trainer.exchange, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink)
         self.compute_samples = cfg.batch_size
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int],
-              densities: list[float] | None = None) -> float:
+    def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
+              edges: list[int] | None = None) -> float:
         """One split step over the clients whose exchanges all completed (the server's one rank: `ranks` is the
-        payload's default for all; uploads are dense: compression and tsfa are flat-only). Vehicles that share a
-        shard draw the same batch in a round (it is seeded by shard and round), so that batch counts once."""
-        del ranks, densities
+        payload's default for all; uploads are dense: compression and tsfa are flat-only; aggregation is flat, so
+        `edges` is None). Vehicles that share a shard draw the same batch in a round (it is seeded by shard and
+        round), so that batch counts once."""
+        del ranks, densities, edges
         return self.trainer.round(list(dict.fromkeys(clients)), round_index)
 
     def evaluate(self) -> tuple[float, float]:

@@ -34,6 +34,9 @@ class Task(ABC):
     round_shape: tuple[Literal["down", "compute", "up"], ...]
     compute_samples: float
     compute_model: ComputeModel | None = None
+    # After train: each trained client's (r_k, 2) update component norms (models.soft.component_norms), aligned
+    # with its `clients`; None for a task without LoRA factors on the vehicle. HetLoRA's self-pruning reads them.
+    update_norms: list[np.ndarray] | None = None
 
     def __init__(self, cfg: LearningConfig, majority_rate: float) -> None:
         self.cfg = cfg
@@ -60,10 +63,11 @@ class Task(ABC):
         return self.compute_samples * scale
 
     @abstractmethod
-    def train(self, clients: list[int], round_index: int, ranks: list[int],
-              densities: list[float] | None = None) -> np.ndarray | float:
+    def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
+              edges: list[int] | None = None) -> np.ndarray | float:
         """Learn from the clients whose phases all completed (each at its planned rank and upload density; None:
-        the payload's default); their training losses, aligned with `clients`, or one loss standing for all."""
+        the payload's default); their training losses, aligned with `clients`, or one loss standing for all.
+        `edges`: the RSU each update reached, for hierarchical aggregation (None: flat, one global model)."""
 
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:

@@ -91,6 +91,9 @@ class RoundFeedback:
     accuracy: float | None
     participant_air_time_s: np.ndarray  # (k,) realised time of each one's scheduled transfers (see cosim.payload)
     train_loss: np.ndarray | None = None  # (k,) each one's local training loss, NaN where its update did not arrive
+    # (k,) each one's (r_k, 2) update component norms ‖A_i‖, ‖B_:,i‖ (models.soft.component_norms), None where its
+    # update did not arrive; None when the task has no LoRA factors on the vehicle
+    component_norms: list[np.ndarray | None] | None = None
 
 
 class Scheduler(Protocol):

@@ -81,6 +81,8 @@ class HomoLoraConfig(RandomConfig):
 class HetLoraConfig(RandomConfig):
     name: Literal["hetlora"]  # type: ignore[assignment]
     ranks: Ranks = Field(default_factory=lambda: list(DEFAULT_RANKS))  # one per capability tier
+    prune_gamma: float = Field(0.25, gt=0, lt=1)  # γ: a self-pruning vehicle drops ⌊γ·r⌋ of its r components
+    prune_threshold: float = Field(0.0, ge=0)  # prune when the trailing ‖B‖·‖A‖ is below it; 0: never prune
 
     def learning_problems(self, learning: Any) -> list[str]:
         return _rank_problems("scheduler.ranks", self.ranks, learning)
@@ -184,16 +186,43 @@ class HomoLora(_RankScheduler):
 class HetLora(_RankScheduler):
     """HetLoRA (Cho et al., 2024): a vehicle's rank is fixed by its capability tier. The simulator gives every
     vehicle one device profile, so the tier is drawn once per vehicle by a stable hash of its id (CRC-32 mod the
-    number of tiers): the same vehicle always trains the same rank, in every run and at every RSU."""
+    number of tiers): the same vehicle always trains the same rank, in every run and at every RSU.
+
+    Rank self-pruning: after a vehicle's update of rank r arrives, if its trailing g = ⌊γ·r⌋ components are weak,
+    ‖B[:, r−g:r]‖·‖A[r−g:r, :]‖ < `prune_threshold` (Frobenius norms over every adapted module together, from the
+    update's component norms in RoundFeedback), it trains rank r − g from then on (and may prune again)."""
 
     def __init__(self, config: HetLoraConfig, rng: np.random.Generator) -> None:
         super().__init__(config, rng)
         self.ranks = config.ranks
+        self.gamma, self.threshold = config.prune_gamma, config.prune_threshold
+        self.pruned: dict[str, int] = {}  # vehicle id -> the rank it pruned itself to
+        self._planned: list[str] = []  # this round's participants, aligned with the plan
 
     def ranks_for(self, obs: Observation, chosen: np.ndarray) -> np.ndarray:
         ranks = offered(obs, self.ranks, "scheduler.ranks")
-        return np.array([ranks[tier(vehicle, len(ranks))] for vehicle in obs.vehicles[chosen].tolist()],
-                        dtype=np.int64)
+        self._planned = obs.vehicles[chosen].tolist()
+        planned = []
+        for vehicle in self._planned:
+            rank = int(ranks[tier(vehicle, len(ranks))])
+            planned.append(min(rank, self.pruned.get(vehicle, rank)))
+        return np.array(planned, dtype=np.int64)
+
+    def observe(self, feedback: RoundFeedback) -> None:
+        planned, self._planned = self._planned, []
+        if feedback.component_norms is None:  # a task without LoRA factors on the vehicle
+            return
+        for vehicle, norms in zip(planned, feedback.component_norms, strict=True):
+            cut = 0 if norms is None else int(self.gamma * len(norms))
+            if cut and trailing_norm(norms, cut) < self.threshold:
+                self.pruned[vehicle] = len(norms) - cut
+
+
+def trailing_norm(norms: np.ndarray, components: int) -> float:
+    """‖B[:, r−g:r]‖·‖A[r−g:r, :]‖ of the last g = `components` rank components, from the (r, 2) norms of each
+    component's A row and B column (models.soft.component_norms)."""
+    tail = norms[len(norms) - components:]
+    return float(np.sqrt(np.square(tail[:, 0]).sum()) * np.sqrt(np.square(tail[:, 1]).sum()))
 
 
 def tier(vehicle: str, tiers: int) -> int:
