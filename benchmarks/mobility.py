@@ -259,9 +259,11 @@ def main() -> None:
     if args.memory_s:
         args.max_sim_s = max(args.max_sim_s, reached_s + max(args.memory_s) + 60.0)
         files = scenario(args.junctions, args.period, args.max_sim_s)
-        peaks = [peak_memory_gb(files, args, reached_s, duration) for duration in args.memory_s]
-        print("peak resident memory of cosim run (tiny model, fresh process): " + ", ".join(
-            f"{gb:.2f} GB over {duration:.0f} s" for gb, duration in zip(peaks, args.memory_s, strict=True)))
+        peaks = []
+        for duration in args.memory_s:
+            peaks.append(peak_memory_gb(files, args, reached_s, duration))
+            print(f"peak resident memory of cosim run (tiny model, fresh process) over {duration:.0f} simulated s "
+                  f"from {reached_s:.0f} s: {peaks[-1]:.2f} GB", flush=True)
         if len(peaks) > 1:
             slope, intercept = np.polyfit(args.memory_s, peaks, 1)
             print(f"  growth {slope * 3600.0:+.2f} GB per simulated hour; at 1800 s about "
