@@ -9,7 +9,12 @@ lockstep, one mobility tick at a time, taking turns so that load from other proc
 For each size the window is the --window ticks after the vehicle count first reaches it; per-tick medians, and the
 ratio full layer / SUMO alone. Then the warm start: reaching the window's start by re-simulating from 0 s against
 loading SUMO's state saved there (what `mobility.warm_start` caches), and the ping-pong share of the run's handovers.
-Host wall time only; run: .venv/bin/python -m benchmarks.mobility [--sizes 5000 10000] [--rsus 81] [--fading jakes]
+Then the cost of writing traces per round early and late in a 500-round run (benchmarks/trace.py), and the peak
+resident memory of whole `cosim run`s of this city in fresh processes: from the time the largest size is reached, for
+each of --memory-s simulated seconds (default 1800: 30 minutes), tiny model, 10 random participants a round; with
+two or more durations, the linear extrapolation to 30 minutes too.
+Host wall time only (trace writing: CPU time); run:
+    .venv/bin/python -m benchmarks.mobility [--sizes 5000 10000] [--rsus 81] [--fading jakes] [--memory-s 1800]
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import argparse
 import contextlib
 import io
 import multiprocessing
-import resource
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -27,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import simpy
 
+from benchmarks import trace as trace_benchmark
 from cosim.scenario import parse_scenario
 from cosim.world import World
 from mobility.association import HandoverEvent, ping_pong_fraction
 from mobility.config import RsuConfig, grid_shape
 from mobility.netgen import SumoFiles, default_cache_dir, grid_scenario, sumo_home
-from mobility.rsu import grid_layout
+from mobility.rsu import grid_layout, net_bounds
 from mobility.snapshot import Snapshot
 from mobility.sumo import SumoMobility
 
@@ -90,10 +98,8 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
     worker = multiprocessing.get_context("spawn").Process(target=_bare_worker, args=(child, files, args.tick))
     worker.start()
     mobility = SumoMobility(files, step_length_s=args.tick, seed=SEED)
-    bounds = mobility.bounds()
-    rows, cols = grid_shape(args.rsus)
-    cell = max((bounds[2] - bounds[0]) / cols, (bounds[3] - bounds[1]) / rows)
-    rsus = grid_layout(bounds, rows=rows, cols=cols, radius_m=0.75 * cell, height_m=10.0, bandwidth_hz=10e6)
+    rows, cols, radius_m = rsu_grid(mobility.bounds(), args.rsus)
+    rsus = grid_layout(mobility.bounds(), rows=rows, cols=cols, radius_m=radius_m, height_m=10.0, bandwidth_hz=10e6)
     sim = parse_scenario({"simulation": {"mobility_tick_s": args.tick},
                           "channel": {"fading": "rayleigh" if args.fading != "none" else "none",
                                       "fading_correlation": "jakes" if args.fading == "jakes" else "block"},
@@ -158,6 +164,63 @@ def warm_start(files: SumoFiles, tick_s: float, until_s: float) -> tuple[float, 
     return simulated, loaded
 
 
+def rsu_grid(bounds: tuple[float, float, float, float], count: int) -> tuple[int, int, float]:
+    """Rows, columns and coverage radius of the benchmark's RSU grid: discs of 0.75 cell overlap at the edges."""
+    rows, cols = grid_shape(count)
+    cell = max((bounds[2] - bounds[0]) / cols, (bounds[3] - bounds[1]) / rows)
+    return rows, cols, 0.75 * cell
+
+
+def peak_memory_gb(files: SumoFiles, args: argparse.Namespace, start_s: float, duration_s: float) -> float:
+    """Peak resident memory of `cosim run` (a fresh process, its SUMO in-process) over this city from start_s for
+    duration_s, warm-started, with the tiny test model and 10 random participants in each 60 s round."""
+    radius_m = rsu_grid(net_bounds(files.net), args.rsus)[2]
+    rounds = max(1, round(duration_s / 60.0))
+    fading = "none" if args.fading == "none" else "rayleigh"
+    correlation = "jakes" if args.fading == "jakes" else "block"
+    text = f"""name = "memory"
+seed = {SEED}
+[simulation]
+rounds = {rounds}
+round_deadline_s = {duration_s / rounds}
+mobility_tick_s = {args.tick}
+start_s = {start_s}
+[mobility]
+step_length_s = {args.tick}
+network = {{ junctions = {args.junctions}, edge_length_m = 200.0, lanes = 2 }}
+demand = {{ trip_period_s = {args.period}, end_s = {args.max_sim_s} }}
+[rsu]
+count = {args.rsus}
+radius_m = {radius_m}
+[channel]
+fading = "{fading}"
+fading_correlation = "{correlation}"
+[learning]
+model = "tiny-bert"
+clients = 8
+samples_per_client = 16
+max_length = 24
+lora_rank = 2
+batch_size = 8
+local_steps = 1
+eval_every = {rounds}
+eval_samples = 64
+[scheduler]
+name = "random"
+participants = 10
+"""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "memory.toml"
+        path.write_text(text)
+        child = subprocess.Popen([sys.executable, "-m", "cosim.cli", "run", str(path), "--quiet", "--out",
+                                  str(Path(tmp) / "run")], stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"the memory run failed (exit {child.returncode}); run the scenario above with cosim run")
+    return usage.ru_maxrss / 1e6  # Linux: kilobytes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000], help="vehicle counts to time")
@@ -167,7 +230,11 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=0.02, help="seconds between trips (default 0.02)")
     parser.add_argument("--tick", type=float, default=1.0, help="mobility tick = SUMO step (default 1 s)")
     parser.add_argument("--window", type=int, default=20, help="ticks timed per size (default 20)")
-    parser.add_argument("--max-sim-s", type=float, default=900.0, help="demand ends here too (default 900 s)")
+    parser.add_argument("--max-sim-s", type=float, default=900.0,
+                        help="demand ends here (default 900 s; the memory runs' end is raised to fit)")
+    parser.add_argument("--trace-rounds", type=int, default=500, help="rounds of the trace-writing run (0: skip)")
+    parser.add_argument("--memory-s", type=float, nargs="*", default=[1800.0],
+                        help="simulated seconds of each memory run (none: skip)")
     args = parser.parse_args()
     began = time.perf_counter()
     files = scenario(args.junctions, args.period, args.max_sim_s)
@@ -184,11 +251,23 @@ def main() -> None:
     handovers = sum(e.from_rsu >= 0 and e.to_rsu >= 0 for e in events)
     print(f"handovers {handovers}, returning within 10 s: {ping_pong_fraction(events):.1%} (layer-3 filter "
           f"fc{RsuConfig().l3_filter_k})")
-    print(f"peak resident memory of the layer's process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f}"
-          " GB")
     simulated, loaded = warm_start(files, args.tick, reached_s)
     print(f"warm start at {reached_s:.0f} s ({max(args.sizes)} vehicles): re-simulating {simulated:.1f} s, loading "
           f"the saved state {loaded:.2f} s ({simulated / loaded:.0f}x faster)")
+    if args.trace_rounds:
+        print(trace_benchmark.report(trace_benchmark.measure(args.trace_rounds)))
+    if args.memory_s:
+        args.max_sim_s = max(args.max_sim_s, reached_s + max(args.memory_s) + 60.0)
+        files = scenario(args.junctions, args.period, args.max_sim_s)
+        peaks = []
+        for duration in args.memory_s:
+            peaks.append(peak_memory_gb(files, args, reached_s, duration))
+            print(f"peak resident memory of cosim run (tiny model, fresh process) over {duration:.0f} simulated s "
+                  f"from {reached_s:.0f} s: {peaks[-1]:.2f} GB", flush=True)
+        if len(peaks) > 1:
+            slope, intercept = np.polyfit(args.memory_s, peaks, 1)
+            print(f"  growth {slope * 3600.0:+.2f} GB per simulated hour; at 1800 s about "
+                  f"{max(max(peaks), intercept + slope * 1800.0):.2f} GB (linear, never below the largest measured)")
     print(f"total wall time {time.perf_counter() - began:.0f} s")
 
 

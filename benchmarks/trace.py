@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +39,26 @@ def round_rows(round_index: int, args: argparse.Namespace, rng: np.random.Genera
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=500, help="at least 110")
-    parser.add_argument("--vehicles", type=int, default=2000)
-    parser.add_argument("--samples-per-round", type=int, default=2, help="vehicle samples per round")
-    parser.add_argument("--participants", type=int, default=50)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class TraceCost:
+    rows_per_round: int
+    rounds: int
+    early_s: float  # median CPU seconds per round over rounds 10-59
+    late_s: float  # ... over the last fifty rounds
+    consolidate_s: float  # wall seconds of the parquet consolidation at the end
+
+
+def measure(rounds: int = 500, vehicles: int = 2000, samples_per_round: int = 2, participants: int = 50) -> TraceCost:
+    """Time a TraceWriter fed `rounds` rounds of a city's rows (see the module's docstring)."""
+    if rounds < 110:
+        raise SystemExit(f"--rounds {rounds}: at least 110, so that rounds 10-59 and the last fifty do not overlap")
+    args = argparse.Namespace(vehicles=vehicles, samples_per_round=samples_per_round, participants=participants)
     rng = np.random.default_rng(0)
     prepared = [round_rows(r, args, rng) for r in range(3)]  # row building is the engine's, not the writer's, cost
     with tempfile.TemporaryDirectory() as out:
         trace = TraceWriter(Path(out), {"status": "running"})
         seconds = []
-        for r in range(args.rounds):
+        for r in range(rounds):
             rows = prepared[r % len(prepared)]
             start = time.process_time()
             for name, table_rows in rows.items():
@@ -60,12 +68,25 @@ def main() -> None:
         start = time.perf_counter()
         trace.consolidate(keep_streams=False)
         consolidate_s = time.perf_counter() - start
-    per_round = sum(len(rows) for rows in prepared[0].values())
-    early, late = statistics.median(seconds[10:60]), statistics.median(seconds[-50:])
-    print(f"{per_round:,} rows per round, {args.rounds} rounds ({per_round * args.rounds:,} rows)")
-    print(f"trace writing per round (CPU): rounds 10-59 {early * 1e3:.1f} ms, "
-          f"rounds {args.rounds - 50}-{args.rounds - 1} {late * 1e3:.1f} ms, ratio {late / early:.2f}")
-    print(f"consolidation into parquet at the end: {consolidate_s:.2f} s")
+    return TraceCost(sum(len(rows) for rows in prepared[0].values()), rounds, statistics.median(seconds[10:60]),
+                     statistics.median(seconds[-50:]), consolidate_s)
+
+
+def report(cost: TraceCost) -> str:
+    return (f"trace writing per round (CPU; {cost.rows_per_round:,} rows a round, {cost.rounds} rounds, "
+            f"{cost.rows_per_round * cost.rounds:,} rows): rounds 10-59 {cost.early_s * 1e3:.1f} ms, rounds "
+            f"{cost.rounds - 50}-{cost.rounds - 1} {cost.late_s * 1e3:.1f} ms, ratio {cost.late_s / cost.early_s:.2f}; "
+            f"consolidation into parquet at the end {cost.consolidate_s:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=500, help="at least 110")
+    parser.add_argument("--vehicles", type=int, default=2000)
+    parser.add_argument("--samples-per-round", type=int, default=2, help="vehicle samples per round")
+    parser.add_argument("--participants", type=int, default=50)
+    args = parser.parse_args()
+    print(report(measure(args.rounds, args.vehicles, args.samples_per_round, args.participants)))
 
 
 if __name__ == "__main__":

@@ -47,8 +47,13 @@ def simple_pathloss_db(distance_m: np.ndarray, reference_loss_db: float, referen
     """PL(d) = PL0 + 10·α·log10(d/d0): the power-law model PL0·(d/d0)^-α of the seed papers, in dB.
 
     Distances below d0 are clamped to d0 so the model never predicts gain."""
-    ratio = np.maximum(np.asarray(distance_m, dtype=float), reference_distance_m) / reference_distance_m
-    return reference_loss_db + 10.0 * exponent * np.log10(ratio)
+    loss = np.maximum(np.asarray(distance_m, dtype=float), reference_distance_m)  # in place from here on
+    if reference_distance_m != 1.0:  # dividing by 1 changes nothing
+        loss /= reference_distance_m
+    np.log10(loss, out=loss)
+    loss *= 10.0 * exponent
+    loss += reference_loss_db
+    return loss
 
 
 def breakpoint_distance_m(bs_height_m: np.ndarray | float, ut_height_m: np.ndarray | float, carrier_hz: float,
@@ -274,17 +279,28 @@ class Shadowing:
         self._ids = np.array([], dtype=str)
         self._xy = np.zeros((0, 2))
         self._db = np.zeros((0, num_rsus))
+        self._distinct_m, self._column_of = np.unique(decorrelation_m, return_inverse=True)
+        if np.ndim(decorrelation_m) == 0:
+            self._column_of = None
 
     def update(self, ids: np.ndarray, xy_m: np.ndarray) -> np.ndarray:
         """Shadowing (n, m) in dB for vehicles `ids` (sorted) at positions `xy_m`."""
         known, prev_xy = realign(self._ids, self._xy, ids)
         _, prev_db = realign(self._ids, self._db, ids)
         moved = np.linalg.norm(xy_m - prev_xy, axis=1)
-        rho = np.where(known[:, None], np.exp(-moved[:, None] / self.decorrelation_m), 0.0)
-        fresh = self.rng.standard_normal((len(ids), self.num_rsus)) * self.std_db
-        self._ids, self._xy = ids, xy_m
-        self._db = rho * prev_db + np.sqrt(1.0 - rho**2) * fresh
-        return self._db
+        # ρ per vehicle and distinct decorrelation distance, spread to the columns afterwards: the (n, m) work is
+        # then two multiplications and an addition, done in place (a city tick has millions of links).
+        rho = np.where(known[:, None], np.exp(-moved[:, None] / self._distinct_m), 0.0)
+        keep = np.sqrt(1.0 - rho**2)
+        if self._column_of is not None:
+            rho, keep = rho[:, self._column_of], keep[:, self._column_of]
+        db = self.rng.standard_normal((len(ids), self.num_rsus))
+        db *= self.std_db
+        db *= keep
+        prev_db *= rho
+        db += prev_db
+        self._ids, self._xy, self._db = ids, xy_m, db
+        return db
 
 
 @dataclass(frozen=True)
@@ -334,7 +350,8 @@ class LargeScaleChannel:
         if isinstance(model, SimplePathloss):
             distance = np.hypot(distance_2d_m, rsu_height_m - vehicle_height_m)
             loss = simple_pathloss_db(distance, model.reference_loss_db, model.reference_distance_m, model.exponent)
-            return loss - fields, np.ones(fields.shape, dtype=bool)
+            loss -= fields
+            return loss, np.ones(fields.shape, dtype=bool)
         m = self.num_rsus
         los = ndtr(fields[:, 2 * m:3 * m]) < los_probability(model, distance_2d_m, vehicle_height_m)
         blockage = 0.0

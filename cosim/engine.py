@@ -31,6 +31,7 @@ from cosim.schedulers import make_scheduler
 from cosim.trace import SCHEMA, TraceWriter, frame, package_versions, read_manifest, read_stream
 from cosim.world import World
 from mobility.association import HandoverEvent
+from mobility.checks import no_participant_error
 from mobility.config import open_mobility, place_rsus
 from mobility.netgen import default_cache_dir
 from mobility.rsu import network_uncovered_fraction
@@ -174,11 +175,21 @@ def _simulate(scenario: Scenario, trace: TraceWriter, task: FederatedTask | Spli
         world = World(env, scenario, mobility, rsus, on_handovers=lambda events: trace.add(
             "handovers", [_handover_row(event) for event in events]))
         scheduler = make_scheduler(scenario.scheduler, stream(scenario.seed, "scheduler"))
+        participants = 0
+
+        def counted(summary: RoundSummary) -> None:
+            nonlocal participants
+            participants += summary.participants
+            after_round(summary)
+
         orchestrator = HierarchicalFederation if scenario.federation.aggregation == "hierarchical" else FlatFederation
-        federation = orchestrator(env, scenario, world, task, scheduler, trace, after_round)  # type: ignore[arg-type]
+        federation = orchestrator(env, scenario, world, task, scheduler, trace, counted)  # type: ignore[arg-type]
         env.process(world.run())
         env.process(_sample_vehicles(env, world, trace, scenario.trace.vehicle_sample_s))
         env.run(until=env.process(federation.run()))
+        if not participants:  # an empty run must not pass for a result (its "accuracy" is the untrained model's)
+            raise no_participant_error(vehicles_seen=world.vehicles_seen, served_seen=world.served_seen,
+                                       window_s=(sim.start_s, env.now))
 
 
 class _Replay:

@@ -190,6 +190,20 @@ def test_shadowing_with_per_column_decorrelation():
     assert np.corrcoef(first[:, 1], second[:, 1])[0, 1] == pytest.approx(math.exp(-0.25), abs=0.03)
 
 
+def test_shadowing_follows_gudmundson_exactly_as_vehicles_come_and_go():
+    decorrelation = np.array([10.0, 10.0, 40.0, 40.0])  # two fields over two RSUs
+    shadowing = Shadowing(2.0, decorrelation, num_rsus=4, rng=np.random.default_rng(5))
+    twin = np.random.default_rng(5)
+    first = shadowing.update(np.array(["a", "b", "c"]), np.zeros((3, 2))).copy()
+    assert np.array_equal(first, 2.0 * twin.standard_normal((3, 4)))  # no history: a fresh draw
+    # "b" has left, "a" moved 5 m, "c" stayed, "0" is new (sorts first).
+    second = shadowing.update(np.array(["0", "a", "c"]), np.array([[9.0, 9.0], [3.0, 4.0], [0.0, 0.0]]))
+    rho = np.exp(-np.array([[np.inf], [5.0], [0.0]]) / decorrelation)
+    expected = rho * np.stack([np.zeros(4), first[0], first[2]]) + np.sqrt(1 - rho**2) * 2.0 * twin.standard_normal(
+        (3, 4))
+    assert np.array_equal(second, expected)
+
+
 def _links(n, m, distance):
     ids = np.array([f"v{i:05d}" for i in range(n)])
     return ids, np.zeros((n, 2)), np.full((n, m), distance)

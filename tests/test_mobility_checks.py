@@ -9,6 +9,7 @@ import simpy
 
 from cosim.cli import main
 from cosim.scenario import parse_scenario
+from cosim.trace import read_manifest
 from cosim.world import World
 from mobility.checks import no_participant_error
 from mobility.config import MobilityConfig, RsuConfig, open_mobility, problems
@@ -76,6 +77,20 @@ def test_an_empty_run_says_which_stage_was_empty(seen, served, why):
     assert isinstance(error, EmptyRunError) and isinstance(error, MobilityError)
     assert str(error).startswith(f"the run from 60 s to 68 s had no participant at all: {why}")
     assert "\n" not in str(error)
+
+
+def test_a_run_with_no_participant_fails_with_the_reason(capsys, tmp_path):
+    # One RSU whose 2 m disc touches a lane (so the pre-run checks pass) but that no car comes near during the run.
+    rsus = tmp_path / "rsus.csv"
+    rsus.write_text("x,y\n75,-1.6\n")
+    out = tmp_path / "run"
+    assert main(["run", str(ROOT / "tests/data/tiny.toml"), "--quiet", "--out", str(out), "--set", "rsu.layout=file",
+                 "--set", f"rsu.file='{rsus}'", "--set", "rsu.radius_m=2.0"]) == 2
+    message = ("the run from 60 s to 65 s had no participant at all: 56 vehicles drove but none was in an RSU's "
+               "coverage; check the [rsu] layout and radius_m")
+    assert capsys.readouterr().err == f"error: {message} (--debug shows the traceback)\n"
+    manifest = read_manifest(out)
+    assert (manifest["status"], manifest["error"]) == ("failed", message)
 
 
 class _TwoCars:
