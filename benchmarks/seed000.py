@@ -77,12 +77,12 @@ def scheduler_table(base: UcbDualConfig, name: str) -> str:
     return f"{{name = '{name}', {common}}}"
 
 
-def run_one(overrides: list[str]) -> Result:
-    """One co-simulation of the scenario with `overrides`; meant to run alone in a fresh process, whose peak RSS is
-    then this run's."""
+def run_one(overrides: list[str], path: Path = SCENARIO) -> Result:
+    """One co-simulation of the scenario at `path` with `overrides`; meant to run alone in a fresh process, whose
+    peak RSS is then this run's."""
     import torch
 
-    scenario = load_scenario(SCENARIO, overrides)
+    scenario = load_scenario(path, overrides)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         trace = run_scenario(scenario, Path(out))
@@ -99,11 +99,11 @@ def run_one(overrides: list[str]) -> Result:
         wall_s=time.perf_counter() - start)
 
 
-def run_isolated(overrides: list[str]) -> Result:
+def run_isolated(overrides: list[str], path: Path = SCENARIO) -> Result:
     """run_one in a fresh spawned process (a forked one would inherit this one's peak RSS)."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(run_one, overrides).result()
+        return pool.submit(run_one, overrides, path).result()
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:

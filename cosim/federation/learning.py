@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cosim.compute import ComputeModel
 from cosim.federation.task import Task
 from cosim.payload import WIRE_BITS, Leg, Payload
-from cosim.scenario import LearningConfig, ScenarioError
+from cosim.scenario import LearningConfig, ScenarioError, TaskConfig
 from models.aggregate import fedavg, hetlora
 from models.backbone import SplitClassifier, load_backbone
 from models.data import EncodedData, client_shards, encode, load_splits, subset
@@ -23,7 +23,10 @@ from models.flops import frozen_linear_macs
 from models.lora import RankProfile, add_lora, rank_profile, trainable_state
 from models.soft import OfflinePreset, pooled_features, sparse_merge, sparsify
 from models.split import SplitExchange, SplitTrainer
-from models.trainer import LocalTrainer
+from models.trainer import ClientUpdate, LocalTrainer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -35,25 +38,37 @@ class LearningSetup:
     shards: list[np.ndarray]
     eval_data: EncodedData
     majority_rate: float
+    num_labels: int
 
     @classmethod
-    def load(cls, cfg: LearningConfig, seed: int) -> LearningSetup:
+    def load(cls, cfg: LearningConfig, seed: int,
+             base: tuple[SplitClassifier, PreTrainedTokenizerBase | None] | None = None) -> LearningSetup:
+        """`cfg`'s data on `base` (a model from load_base and its tokenizer, shared by several tasks), or on a base
+        of its own."""
         train, held_out = load_splits(cfg.dataset)
-        model, tokenizer = load_backbone(cfg.model, num_labels=train.num_labels, seed=seed)
-        width = min(model.config.hidden_size, model.config.intermediate_size)
-        if cfg.lora_rank > width:
-            raise ScenarioError("scenario", [f"learning.lora_rank: {cfg.lora_rank} exceeds the model's width "
-                                             f"{width} (a LoRA factor cannot have more components); lower it"])
-        model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                         target_modules=cfg.lora_targets)
-        store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
+        model, tokenizer = base or load_base(cfg, train.num_labels, seed)
         chosen, shards = client_shards(train.labels, cfg.clients, cfg.samples_per_client, cfg.partition,
                                        cfg.dirichlet_alpha, seed)
         train = subset(train, chosen)
         held_out = subset(held_out, np.arange(min(cfg.eval_samples, len(held_out.labels))))
         return cls(model, encode(train, tokenizer, cfg.max_length), list(shards),
                    encode(held_out, tokenizer, cfg.max_length),
-                   float(np.bincount(held_out.labels).max() / len(held_out.labels)))
+                   float(np.bincount(held_out.labels).max() / len(held_out.labels)), train.num_labels)
+
+
+def load_base(cfg: LearningConfig, num_labels: int, seed: int) -> tuple[SplitClassifier,
+                                                                       PreTrainedTokenizerBase | None]:
+    """The frozen base with LoRA adapters and a `num_labels` head (stored in the compute precision), and its
+    tokenizer."""
+    model, tokenizer = load_backbone(cfg.model, num_labels=num_labels, seed=seed)
+    width = min(model.config.hidden_size, model.config.intermediate_size)
+    if cfg.lora_rank > width:
+        raise ScenarioError("scenario", [f"learning.lora_rank: {cfg.lora_rank} exceeds the model's width "
+                                         f"{width} (a LoRA factor cannot have more components); lower it"])
+    model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                     target_modules=cfg.lora_targets)
+    store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
+    return model, tokenizer
 
 
 def adapter_payload(profile: RankProfile, bits_per_value: int, reciprocal_downlink: bool = False,
@@ -83,8 +98,11 @@ class FederatedTask(Task):
 
     round_shape = ("down", "compute", "up")
 
-    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> None:
-        setup = LearningSetup.load(cfg, seed)
+    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False,
+                 setup: LearningSetup | None = None, trainer: LocalTrainer | None = None) -> None:
+        """`setup` and `trainer` are given when several tasks share one base and one trainer (cosim.federation.
+        multitask, which trains their clients together and has each task `merge` its own)."""
+        setup = setup or LearningSetup.load(cfg, seed)
         super().__init__(cfg, setup.majority_rate)
         self.eval_data = setup.eval_data
         self.model = setup.model
@@ -96,9 +114,9 @@ class FederatedTask(Task):
                                        compute_dtype(next(setup.model.parameters()).device, cfg.precision))
             self.preset = OfflinePreset.from_features(features, cfg.lora_rank, cfg.lr, cfg.optimizer == "sgd")
             density, lr = self.preset.density, self.preset.lr
-        self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=lr,
-                                    optimizer=cfg.optimizer, seed=seed, precision=cfg.precision,
-                                    orthogonal_weight=soft.orthogonal_weight)
+        self.trainer = trainer or LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
+                                               lr=lr, optimizer=cfg.optimizer, seed=seed, precision=cfg.precision,
+                                               orthogonal_weight=soft.orthogonal_weight)
         self.global_state = trainable_state(setup.model)
         profile = rank_profile(self.global_state)
         self.payload = adapter_payload(profile, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink, density)
@@ -106,15 +124,26 @@ class FederatedTask(Task):
         self.compute_model = ComputeModel.from_layers(frozen_linear_macs(setup.model.encoder),
                                                       profile.per_rank_values, profile.rank)
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int],
-              densities: list[float] | None = None) -> np.ndarray:
+    def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
+              edges: list[int] | None = None) -> np.ndarray:
         """Local training of the clients whose uploads arrived, then the average; returns each one's training loss."""
         if not clients:
             return np.zeros(0)
+        updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index,
+                                     ranks=self.trained_ranks(ranks))
+        return self.merge(updates, round_index, ranks, densities, edges)
+
+    def trained_ranks(self, ranks: list[int]) -> list[int] | None:
+        """What LocalTrainer.train takes: the ranks if they differ from the global one, else None (FedAvg)."""
+        return ranks if any(rank != self.payload.default_rank for rank in ranks) else None
+
+    def merge(self, updates: list[ClientUpdate], round_index: int, ranks: list[int],
+              densities: list[float] | None = None, edges: list[int] | None = None) -> np.ndarray:
+        """The server's side: the new global adapter and head from the clients' updates (aligned with `ranks`,
+        `densities` and `edges`, the RSU each update reached; flat aggregation ignores it); each one's loss."""
+        del edges
         top = self.payload.default_rank
         heterogeneous = any(rank != top for rank in ranks)
-        updates = self.trainer.train(self.global_state, clients, self.cfg.local_steps, round_index,
-                                     ranks=ranks if heterogeneous else None)
         kept = self.payload.kept_components(ranks, densities)
         if np.all(kept == ranks):
             self.global_state = hetlora(updates, top) if heterogeneous else fedavg(updates)
@@ -147,8 +176,11 @@ class SplitTask(Task):
 
     round_shape = ("up", "down", "compute", "up")
 
-    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> None:
-        setup = LearningSetup.load(cfg, seed)
+    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False,
+                 setup: LearningSetup | None = None, trainer: LocalTrainer | None = None) -> None:
+        """`setup` and `trainer` are given when several tasks share one base and one trainer (cosim.federation.
+        multitask, which trains their clients together and has each task `merge` its own)."""
+        setup = setup or LearningSetup.load(cfg, seed)
         super().__init__(cfg, setup.majority_rate)
         self.eval_data = setup.eval_data
         self.trainer = SplitTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
@@ -157,12 +189,12 @@ class SplitTask(Task):
         self.payload = split_payload(self.trainer.exchange, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink)
         self.compute_samples = cfg.batch_size
 
-    def train(self, clients: list[int], round_index: int, ranks: list[int],
-              densities: list[float] | None = None) -> float:
+    def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
+              edges: list[int] | None = None) -> float:
         """One split step over the clients whose exchanges all completed (the server's one rank: `ranks` is the
         payload's default for all; uploads are dense: compression and tsfa are flat-only). Vehicles that share a
         shard draw the same batch in a round (it is seeded by shard and round), so that batch counts once."""
-        del ranks, densities
+        del ranks, densities, edges
         return self.trainer.round(list(dict.fromkeys(clients)), round_index)
 
     def evaluate(self) -> tuple[float, float]:
@@ -176,6 +208,12 @@ class SplitTask(Task):
         self.trainer.load_state_dict(state)
 
 
-def make_task(cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> FederatedTask | SplitTask:
-    """The scenario's learning task, by `learning.mode`; `reciprocal_downlink` is rsu.downlink == "reciprocal"."""
+def make_task(cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False,
+              tasks: list[TaskConfig] | None = None) -> Task:
+    """The scenario's learning task, by `learning.mode`, or several at once (`tasks`, the scenario's [[tasks]]);
+    `reciprocal_downlink` is rsu.downlink == "reciprocal"."""
+    if tasks:
+        from cosim.federation.multitask import MultiTask  # it builds on FederatedTask
+
+        return MultiTask(cfg, tasks, seed, reciprocal_downlink)
     return (SplitTask if cfg.mode == "split" else FederatedTask)(cfg, seed, reciprocal_downlink)
