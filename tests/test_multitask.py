@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from benchmarks.multitask_memory import one_task
-from cosim import engine
 from cosim.budget import TaskBudgets, split_shares
 from cosim.cli import main
 from cosim.federation import FederatedTask, MultiTask
@@ -18,8 +17,8 @@ from cosim.preflight import check_scenario
 from cosim.scenario import EnergyBudgetConfig, LearningConfig, ScenarioError, TaskConfig, load_scenario, parse_scenario
 from cosim.schedulers import make_scheduler
 from cosim.schedulers.rank import UcbDualConfig
-from cosim.trace import read_manifest, read_run
-from tests.test_resume import assert_same_tables
+from cosim.trace import read_run
+from tests.test_resume import assert_resumes_exactly
 from tests.test_seed000 import feedback, observation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,18 +214,7 @@ def test_interrupted_multitask_run_resumes_exactly(tmp_path):
     overrides = ["simulation.rounds=4", "simulation.checkpoint_every_rounds=2", "scheduler.name=ucb-dual",
                  "learning.lora_rank=4", "scheduler.ranks=[2, 4]", "energy_budget.total_j=20.0",
                  "energy_budget.period_rounds=2", TINY_TASKS]
-    scenario = load_scenario(TINY, overrides)
-    engine.run_scenario(scenario, tmp_path / "whole")
-
-    def stop(summary):
-        if summary.round_index == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        engine.run_scenario(scenario, tmp_path / "cut", stop)
-    assert read_manifest(tmp_path / "cut")["status"] == "interrupted"
-    engine.run_scenario(scenario, tmp_path / "cut", resume=True)
-    assert_same_tables(tmp_path / "cut", tmp_path / "whole")
+    assert_resumes_exactly(load_scenario(TINY, overrides), tmp_path)
     tasks = read_run(tmp_path / "whole")["tasks"]
     assert tasks["accuracy"].notna().sum() == 2 * 3 and (tasks["participants"] > 0).any()
 

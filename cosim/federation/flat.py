@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import simpy
@@ -102,7 +101,7 @@ class FlatFederation:
         accuracy, loss = (float(value) for value in per_task.mean(axis=0))  # every task weighs the same
         energy = np.array([r["energy_j"] for r in records])
         task = self.task.task_of(np.array([r["client"] for r in records], dtype=np.int64))
-        self.trace_tasks(round_index, task, records, per_task, train_loss)
+        self.trace_tasks(round_index, task, arrived, energy, per_task, train_loss)
         if self.budgets is not None:
             self.budgets.record(task, energy, per_task[:, 0] if evaluate_now else None)
         air_time = np.array([r["scheduled_air_time_s"] for r in records])
@@ -120,17 +119,13 @@ class FlatFederation:
         self.on_round(RoundSummary(round_index, end, len(records), int(arrived.sum()),
                                    accuracy if evaluate_now else None))
 
-    def trace_tasks(self, round_index: int, task: np.ndarray, records: list[dict[str, Any]], per_task: np.ndarray,
-                    train_loss: np.ndarray) -> None:
-        """One `tasks` row per task: its participants (`task`: their task indices), energy and held-out accuracy
-        this round, and the budget it had (NaN without [energy_budget])."""
-        arrived = np.array([r["outcome"] == "arrived" for r in records], dtype=bool)
-        energy = np.array([r["energy_j"] for r in records], dtype=float)
-        tasks = len(self.task.names)
-        nan = np.full(tasks, np.nan)
-        budgets = self.budgets
-        share, round_j, client_j = (nan, nan, nan) if budgets is None else (
-            budgets.share, budgets.round_budget_j, self.client_budget_j)
+    def trace_tasks(self, round_index: int, task: np.ndarray, arrived: np.ndarray, energy: np.ndarray,
+                    per_task: np.ndarray, train_loss: np.ndarray) -> None:
+        """One `tasks` row per task: its participants' count, arrivals, energy and training loss (`task`, `arrived`,
+        `energy` and `train_loss` are aligned with the participants), its held-out accuracy and loss, and the budget
+        it had this round (NaN without [energy_budget])."""
+        share, round_j = (np.full(len(self.task.names), np.nan),) * 2 if self.budgets is None else (
+            self.budgets.share, self.budgets.round_budget_j)
         rows = []
         for index, name in enumerate(self.task.names):
             mine = task == index
@@ -141,6 +136,6 @@ class FlatFederation:
                 "train_loss": float(train_loss[done].mean()) if done.any() else float("nan"),
                 "accuracy": float(per_task[index, 0]), "loss": float(per_task[index, 1]),
                 "budget_share": float(share[index]), "budget_j": float(round_j[index]),
-                "client_budget_j": float(client_j[index]),
+                "client_budget_j": float(self.client_budget_j[index]),
             })
         self.trace.add("tasks", rows)
