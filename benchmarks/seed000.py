@@ -84,9 +84,9 @@ def run_one(overrides: list[str], path: Path = SCENARIO) -> Result:
 
     scenario = load_scenario(path, overrides)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out:  # read the tables before the directory goes
         trace = run_scenario(scenario, Path(out))
-    rounds, parts = trace.table("rounds"), trace.table("participants")
+        rounds, parts = trace.table("rounds"), trace.table("participants")
     arrived = parts[parts["outcome"] == "arrived"]
     tail = rounds[rounds["round"] >= tail_start(scenario.simulation.rounds)]["accuracy"].dropna()
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
