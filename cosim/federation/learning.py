@@ -176,11 +176,8 @@ class SplitTask(Task):
 
     round_shape = ("up", "down", "compute", "up")
 
-    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False,
-                 setup: LearningSetup | None = None, trainer: LocalTrainer | None = None) -> None:
-        """`setup` and `trainer` are given when several tasks share one base and one trainer (cosim.federation.
-        multitask, which trains their clients together and has each task `merge` its own)."""
-        setup = setup or LearningSetup.load(cfg, seed)
+    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> None:
+        setup = LearningSetup.load(cfg, seed)
         super().__init__(cfg, setup.majority_rate)
         self.eval_data = setup.eval_data
         self.trainer = SplitTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
