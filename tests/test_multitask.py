@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks.multitask_memory import one_task
+from benchmarks.seed000 import SCHEDULERS, scheduler_table
 from cosim.budget import TaskBudgets, split_shares
 from cosim.cli import main
 from cosim.federation import FederatedTask, MultiTask
@@ -224,3 +225,11 @@ def test_memory_benchmark_runs_each_task_of_the_scenario_alone():
     alone = [load_scenario(scenario, one_task(["simulation.rounds=2"], index)).tasks for index in range(3)]
     assert [[task.name for task in tasks] for tasks in alone] == [["sst2"], ["mrpc"], ["qnli"]]
     assert alone[2][0] == load_scenario(scenario).tasks[2]
+
+
+def test_seed000_benchmark_compares_the_schedulers_on_the_multitask_scenario():
+    """Its UCB-DUAL keeps the split's budgets (no energy_budget_j beside [energy_budget])."""
+    scenario = ROOT / "scenarios" / "seed000-multitask.toml"
+    base = load_scenario(scenario).scheduler
+    configs = [load_scenario(scenario, [f"scheduler={scheduler_table(base, name)}"]).scheduler for name in SCHEDULERS]
+    assert configs[0] == base and [config.name for config in configs] == list(SCHEDULERS)
