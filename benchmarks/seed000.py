@@ -69,24 +69,24 @@ def scheduler_table(base: UcbDualConfig, name: str) -> str:
     """An inline TOML table that replaces the scenario's [scheduler]: the same participants for all three, UCB-DUAL
     with the scenario's arms, budget and step, HetLoRA's tiers over the same ranks, HomoLoRA at the task's rank."""
     common = f"participants = {base.participants}"
-    if name == "ucb-dual":
-        return (f"{{name = 'ucb-dual', {common}, ranks = {base.ranks}, energy_budget_j = {base.energy_budget_j}, "
-                f"eta = {base.eta}}}")
+    if name == "ucb-dual":  # under an [energy_budget] table the budget is its split's (cosim/budget.py)
+        budget = f"energy_budget_j = {base.energy_budget_j}, " if "energy_budget_j" in base.model_fields_set else ""
+        return f"{{name = 'ucb-dual', {common}, ranks = {base.ranks}, {budget}eta = {base.eta}}}"
     if name == "hetlora":
         return f"{{name = 'hetlora', {common}, ranks = {base.ranks}}}"
     return f"{{name = '{name}', {common}}}"
 
 
-def run_one(overrides: list[str]) -> Result:
-    """One co-simulation of the scenario with `overrides`; meant to run alone in a fresh process, whose peak RSS is
-    then this run's."""
+def run_one(overrides: list[str], path: Path = SCENARIO) -> Result:
+    """One co-simulation of the scenario at `path` with `overrides`; meant to run alone in a fresh process, whose
+    peak RSS is then this run's."""
     import torch
 
-    scenario = load_scenario(SCENARIO, overrides)
+    scenario = load_scenario(path, overrides)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out:  # read the tables before the directory goes
         trace = run_scenario(scenario, Path(out))
-    rounds, parts = trace.table("rounds"), trace.table("participants")
+        rounds, parts = trace.table("rounds"), trace.table("participants")
     arrived = parts[parts["outcome"] == "arrived"]
     tail = rounds[rounds["round"] >= tail_start(scenario.simulation.rounds)]["accuracy"].dropna()
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
@@ -99,11 +99,11 @@ def run_one(overrides: list[str]) -> Result:
         wall_s=time.perf_counter() - start)
 
 
-def run_isolated(overrides: list[str]) -> Result:
+def run_isolated(overrides: list[str], path: Path = SCENARIO) -> Result:
     """run_one in a fresh spawned process (a forked one would inherit this one's peak RSS)."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(run_one, overrides).result()
+        return pool.submit(run_one, overrides, path).result()
 
 
 def mean_se(values: np.ndarray) -> tuple[float, float]:
@@ -174,6 +174,9 @@ def main() -> None:
                         help="scenario seeds to pair over (default 1 2 3)")
     parser.add_argument("--eval-every", type=int, default=4, metavar="N",
                         help="rounds between evaluations; accuracy is their mean over the last quarter (default 4)")
+    parser.add_argument("--scenario", type=Path, default=SCENARIO,
+                        help="scenario file (default scenarios/seed000-mobility.toml; seed000-multitask.toml: three "
+                             "tasks, accuracy their mean)")
     parser.add_argument("--figure", type=Path, default=Path("seed000.png"), help="PNG to write (default seed000.png)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, 4 rounds")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -182,22 +185,22 @@ def main() -> None:
     rounds = 4 if args.quick else args.rounds
     common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}",
               *args.overrides]
-    base = load_scenario(SCENARIO, common).scheduler
+    base = load_scenario(args.scenario, common).scheduler
     tables = {name: f"scheduler={scheduler_table(base, name)}" for name in SCHEDULERS}
     for table in tables.values():  # every run's scenario is valid before the first one starts
-        load_scenario(SCENARIO, [*common, table])
+        load_scenario(args.scenario, [*common, table])
     runs: dict[str, list[Result]] = {name: [] for name in SCHEDULERS}
     for seed in args.seeds:
         for name in SCHEDULERS:
-            result = run_isolated([*common, f"seed={seed}", tables[name]])
+            result = run_isolated([*common, f"seed={seed}", tables[name]], args.scenario)
             runs[name].append(result)
             print(f"  seed {seed} {name:<9} " + "  ".join(f"{f.name} {getattr(result, f.name):.3f}"
                                                          for f in fields(Result)), flush=True)
     model = "tiny-BERT (--quick: numbers meaningless)" if args.quick else "MiniLM"
-    print(f"\nseed 000 on {SCENARIO.name}: flat LoRA on SST-2 with {model}, R = {rounds} rounds, "
+    print(f"\nseed 000 on {args.scenario.name}: flat LoRA with {model}, R = {rounds} rounds, "
           f"overrides {args.overrides}")
     report(runs, args.seeds)
-    draw(runs, args.figure, f"Seed 000: UCB-DUAL vs HomoLoRA vs HetLoRA, {SCENARIO.stem}, R = {rounds}, "
+    draw(runs, args.figure, f"Seed 000: UCB-DUAL vs HomoLoRA vs HetLoRA, {args.scenario.stem}, R = {rounds}, "
                             f"seeds {args.seeds}")
     print(f"\nfigure: {args.figure}")
 

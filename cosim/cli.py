@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     if args.command == "validate":
         print(f"{args.scenario}: ok ({scenario.name}, {scenario.simulation.rounds} rounds, "
-              f"scheduler {scenario.scheduler.name}, model {scenario.learning.model}, dataset "
-              f"{scenario.learning.dataset})")
+              f"scheduler {scenario.scheduler.name}, model {scenario.learning.model}, "
+              + (f"tasks {', '.join(task.name for task in scenario.tasks)})" if scenario.tasks
+                 else f"dataset {scenario.learning.dataset})"))
         return 0
     return _record(scenario, args.out, args.duration)
 

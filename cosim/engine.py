@@ -16,14 +16,7 @@ import simpy
 import torch
 
 from cosim import checkpoint
-from cosim.federation import (
-    FederatedTask,
-    FlatFederation,
-    HierarchicalFederation,
-    RoundSummary,
-    SplitTask,
-    make_task,
-)
+from cosim.federation import FlatFederation, HierarchicalFederation, RoundSummary, Task, make_task
 from cosim.rng import stream
 from cosim.rundir import RunDirError, process_identity, scenario_hash
 from cosim.scenario import Scenario
@@ -83,7 +76,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, on_round: Callable[[RoundSum
     status, ending = "failed", {}
     replay: _Replay | None = None
     try:
-        task = make_task(scenario.learning, scenario.seed, reciprocal_downlink=scenario.rsu.downlink == "reciprocal")
+        task = make_task(scenario.learning, scenario.seed, reciprocal_downlink=scenario.rsu.downlink == "reciprocal",
+                         tasks=scenario.tasks)
         trace.write_manifest(upload_bits=task.upload_bits, download_bits=task.download_bits,
                              payload_bits=task.payload_bits, majority_rate=task.majority_rate)
         replay = _Replay(task, trace, saved) if saved is not None else None
@@ -160,7 +154,7 @@ def _open_trace(scenario: Scenario, out_dir: Path, saved: checkpoint.Checkpoint 
     return trace
 
 
-def _simulate(scenario: Scenario, trace: TraceWriter, task: FederatedTask | SplitTask | _Replay,
+def _simulate(scenario: Scenario, trace: TraceWriter, task: Task | _Replay,
               after_round: Callable[[RoundSummary], None]) -> None:
     sim = scenario.simulation
     window_s = (sim.start_s, sim.start_s + sim.rounds * sim.round_deadline_s)
@@ -201,13 +195,13 @@ class _Replay:
     (they are on disk); once its last round ends they are compared with the stored ones, so that a resume that
     would not continue the same run (other code, other inputs) fails instead of writing a chimera."""
 
-    def __init__(self, task: FederatedTask | SplitTask, trace: TraceWriter, saved: checkpoint.Checkpoint) -> None:
+    def __init__(self, task: Task, trace: TraceWriter, saved: checkpoint.Checkpoint) -> None:
         self.task = task
         self.rounds = saved.next_round
         stored = {name: read_stream(trace.stream_path(name), name) for name in SCHEMA}
         self.stored_rows = {name: table.num_rows for name, table in stored.items()}
         self.stored_rounds = stored["rounds"].to_pandas()
-        self.outputs = self.stored_rounds.set_index("round")
+        self.outputs = stored["tasks"].to_pandas().groupby("round")[["accuracy", "loss"]]
         participants = stored["participants"].to_pandas()
         arrived = participants[participants["outcome"] == "arrived"]
         self.client_losses = arrived.groupby("round")["train_loss"]
@@ -243,16 +237,15 @@ class _Replay:
         return [self.client_norms.get_group((self.round_index, vehicle)).to_numpy()
                 for vehicle in self.arrived_vehicles.get_group(self.round_index)]
 
-    def aggregate_edges(self, samples: dict[int, int]) -> None:
+    def aggregate_edges(self) -> None:
         """A re-simulated global round leaves the learning state alone (it comes from the checkpoint)."""
         if self.round_index >= self.rounds:
-            self.task.aggregate_edges(samples)
+            self.task.aggregate_edges()
 
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate_tasks(self) -> np.ndarray:
         if self.round_index < self.rounds:
-            stored = self.outputs.loc[self.round_index]
-            return float(stored["accuracy"]), float(stored["loss"])
-        return self.task.evaluate()
+            return self.outputs.get_group(self.round_index).to_numpy(dtype=float)
+        return self.task.evaluate_tasks()
 
     def absorb(self, trace: TraceWriter, round_index: int) -> bool:
         """After round `round_index`: True if it was re-simulated (its rows are dropped here); after the last

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cosim.scenario import LearningConfig, Scenario, ScenarioError, utf8_problem
+from cosim.scenario import LearningConfig, Scenario, ScenarioError, TaskConfig, utf8_problem
 from mobility.config import FileNetworkConfig, MobilityConfig, OsmNetworkConfig, RoutesDemandConfig, RsuConfig
 from mobility.errors import MobilityError
 from mobility.rsu import file_layout, junction_layout
@@ -30,7 +30,7 @@ def check_scenario(scenario: Scenario, source: str, *, learning: bool = True) ->
     """Raise ScenarioError listing every problem found; `learning=False` checks mobility and RSUs only."""
     found = mobility_problems(scenario.mobility, scenario.rsu)
     if learning:
-        found += learning_problems(scenario.learning, scenario.seed)
+        found += tasks_problems(scenario) if scenario.tasks else learning_problems(scenario.learning, scenario.seed)
     if found:
         raise ScenarioError(source, found)
 
@@ -87,6 +87,25 @@ def learning_problems(cfg: LearningConfig, seed: int) -> list[str]:
     except ValueError as exc:
         return [*problems, f"learning.dataset: {exc}; fix the file or choose another dataset"]
     return problems + _data_problems(cfg, outline, train, dev, seed)
+
+
+def tasks_problems(scenario: Scenario) -> list[str]:
+    """learning_problems of every [[tasks]] entry (what a task sets itself named `tasks[i].field`), and one head
+    width for all (the tasks share the payload: see cosim.federation.multitask)."""
+    own = set(TaskConfig.model_fields) - {"name", "budget_weight"}
+    problems, labels = [], []
+    for index, cfg in enumerate(scenario.task_learning()):
+        for problem in learning_problems(cfg, scenario.seed):
+            field = problem.partition(":")[0].removeprefix("learning.")
+            problems.append(f"tasks[{index}].{problem.removeprefix('learning.')}" if field in own else problem)
+        try:
+            labels.append(_splits(cfg.dataset, _stamp(cfg.dataset))[0].num_labels)
+        except ValueError:
+            continue  # reported above
+        if labels[-1] != labels[0]:
+            problems.append(f"tasks[{index}].dataset: {labels[-1]} labels, the first task has {labels[0]}; tasks "
+                            "share one head width, give them datasets with the same number of labels")
+    return list(dict.fromkeys(problems))  # a problem of [learning] is found once per task
 
 
 def _model_problems(cfg: LearningConfig, outline: BackboneOutline) -> list[str]:

@@ -126,6 +126,14 @@ class EnergyConfig(Section):
         return DeviceProfile("custom", **self.model_dump(exclude={"profile"}))
 
 
+# Fields a `[[tasks]]` entry may set for itself (TaskConfig), with the same bounds as in `[learning]`.
+DatasetName = Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train and dev tables")]
+Clients = Annotated[int, Field(ge=1, le=1_000_000)]
+SamplesPerClient = Annotated[int, Field(ge=1, le=1_000_000)]
+Partition = Literal["iid", "dirichlet"]
+DirichletAlpha = Annotated[float, Field(ge=0.01, le=1000)]  # below 0.01 numpy's draws degenerate
+EvalSamples = Annotated[int, Field(ge=1)]
+
 SPLIT_ONLY = ("server_lr", "head_lr", "server_optimizer")
 FLAT_ONLY = ("optimizer", "lr", "local_steps", "compression")
 
@@ -153,13 +161,13 @@ class LearningConfig(Section):
     mode: Literal["flat", "split"] = "flat"
     # "minilm" (packaged pretrained weights), "tiny-bert" (random, for tests) or a checkpoint dir
     model: Annotated[str, builtin_or_directory(BUILTIN_MODELS, "a Hugging Face checkpoint directory")] = "minilm"
-    dataset: Annotated[str, builtin_or_directory(BUILTIN_DATASETS, "a directory with train and dev tables")] = "sst2"
+    dataset: DatasetName = "sst2"
     # clients × samples_per_client, max_length, lora_rank and lora_targets are checked against the data and the model
     # before anything loads (cosim/preflight.py)
-    clients: int = Field(100, ge=1, le=1_000_000)
-    samples_per_client: int = Field(64, ge=1, le=1_000_000)
-    partition: Literal["iid", "dirichlet"] = "iid"
-    dirichlet_alpha: Annotated[float, Field(ge=0.01, le=1000)] = 0.5  # below 0.01 numpy's draws degenerate
+    clients: Clients = 100
+    samples_per_client: SamplesPerClient = 64
+    partition: Partition = "iid"
+    dirichlet_alpha: DirichletAlpha = 0.5
     max_length: int = Field(64, ge=8, le=8192)
     lora_rank: int = Field(8, ge=1, le=4096)
     lora_alpha: Annotated[float, Field(gt=0, le=4096)] = 16.0
@@ -170,7 +178,7 @@ class LearningConfig(Section):
     batch_size: int = Field(16, ge=1, le=65_536)
     local_steps: int = Field(2, ge=1, le=10_000)
     eval_every: int = Field(5, ge=1)
-    eval_samples: int = Field(872, ge=1)
+    eval_samples: EvalSamples = 872
     server_lr: StepSize = 0.2  # measured on MiniLM + SST-2 (seed001-static): 0.5 can collapse, 0.1 is slower
     head_lr: StepSize = 0.1  # 0.5 diverges for a vehicle scheduled every round (measured, same cell)
     server_optimizer: Literal["sgd", "adam"] = "sgd"
@@ -214,6 +222,37 @@ class FederationConfig(Section):
         return self
 
 
+class TaskConfig(Section):
+    """One of several fine-tuning tasks on the one frozen base (`[[tasks]]`, flat mode): its own data, client shards,
+    LoRA adapters, head and evaluation. A field it leaves out is `[learning]`'s; the model, LoRA settings, optimiser
+    and batch are shared by all tasks (one payload, and clients of every task stacked into the same passes)."""
+
+    name: Annotated[str, AfterValidator(printable)]
+    dataset: DatasetName
+    clients: Clients | None = None
+    samples_per_client: SamplesPerClient | None = None
+    partition: Partition | None = None
+    dirichlet_alpha: DirichletAlpha | None = None
+    eval_samples: EvalSamples | None = None
+    budget_weight: Positive = 1.0  # the task's priority in the split of [energy_budget] (cosim/budget.py)
+
+    def learning(self, base: LearningConfig) -> LearningConfig:
+        """`[learning]` with this task's own fields."""
+        own = self.model_dump(exclude={"name", "budget_weight"}, exclude_none=True)
+        return base.model_copy(update=own)
+
+
+class EnergyBudgetConfig(Section):
+    """The server's energy budget, split among the tasks every `period_rounds` rounds by difficulty and utilisation
+    (the formula: cosim/budget.py); each task's share becomes a per-round, per-client budget."""
+
+    total_j: Positive  # what all participants of all tasks may spend in one period
+    period_rounds: int = Field(5, ge=1, le=100_000)
+    difficulty_exponent: Annotated[float, Field(ge=0, le=10)] = 1.0  # a
+    utilisation_exponent: Annotated[float, Field(ge=0, le=10)] = 1.0  # b
+    min_share: Annotated[float, Field(ge=0, lt=1)] = 0.1  # of the total, for every task: none starves
+
+
 class TraceConfig(Section):
     vehicle_sample_s: Positive = 5.0
 
@@ -232,16 +271,48 @@ class Scenario(Section):
         default_factory=lambda: {"name": "all-in"}, validate_default=True
     )
     trace: TraceConfig = TraceConfig()
+    tasks: list[TaskConfig] = Field(default_factory=list)  # several tasks at once (flat mode); empty: [learning]'s
+    energy_budget: EnergyBudgetConfig | None = None  # None: a rank scheduler's own per-client energy_budget_j
 
     @model_validator(mode="after")
     def _scheduler_fits_learning(self) -> Scenario:
-        problems = self.scheduler.learning_problems(self.learning)
+        problems = self.scheduler.learning_problems(self.learning) + self._task_problems()
         if self.federation.aggregation == "hierarchical" and self.learning.mode == "split":
             problems.append('federation.aggregation: "hierarchical" needs learning.mode = "flat" (split LoRA trains '
                             'one adapter on the server); use aggregation = "flat" or mode = "flat"')
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _task_problems(self) -> list[str]:
+        problems = []
+        if "tasks" in self.model_fields_set and not self.tasks:
+            problems.append("tasks: empty; add [[tasks]] entries (name, dataset) or remove the key")
+        if self.tasks and self.learning.mode == "split":
+            problems.append("tasks: several tasks run in flat mode only; set learning.mode = 'flat' or remove "
+                            "[[tasks]]")
+        if self.tasks and self.learning.compression.preset != "none":
+            problems.append("tasks: learning.compression.preset presets one learning rate per task, but the tasks "
+                            "share one trainer; use preset = 'none' with [[tasks]]")
+        first: dict[str, int] = {}
+        for index, task in enumerate(self.tasks):
+            if task.name in first:
+                problems.append(f"tasks[{index}].name: '{task.name}' is already tasks[{first[task.name]}]'s; give "
+                                "every task its own name")
+            first.setdefault(task.name, index)
+        budget = self.energy_budget
+        if budget is not None and budget.min_share * max(len(self.tasks), 1) > 1:
+            problems.append(f"energy_budget.min_share: {budget.min_share} for each of {len(self.tasks)} tasks exceeds "
+                            f"the whole budget; lower it to at most {1 / len(self.tasks):.4g}")
+        if budget is not None and "energy_budget_j" in self.scheduler.model_fields_set:
+            problems.append("scheduler.energy_budget_j: [energy_budget] sets every client's budget; remove one of "
+                            "the two")
+        return problems
+
+    def task_learning(self) -> list[LearningConfig]:
+        """Each task's learning config (`[learning]` with the task's own fields); one, `[learning]`, without
+        [[tasks]]."""
+        return [task.learning(self.learning) for task in self.tasks] or [self.learning]
 
 
 class ScenarioError(ValueError):
@@ -344,7 +415,7 @@ _TYPES = {"int_type": "an integer (e.g. 3)", "float_type": "a number (e.g. 2.5)"
 
 def _describe(error: dict[str, Any]) -> str:
     loc, table = _resolve(error["loc"])
-    where = ".".join(str(part) for part in loc) or "scenario"
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "scenario"
     kind, ctx, given = error["type"], error.get("ctx", {}), error.get("input")
     if kind in _BOUNDS:
         (bound,) = ctx.values()
@@ -402,6 +473,8 @@ def _resolve(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
     while parts:
         part = parts.pop(0)
         path.append(part)
+        if isinstance(part, int):  # an item of a list of tables (`tasks[1]`): still that table
+            continue
         field = model.model_fields.get(part) if model is not None else None
         options = _tables(field.annotation) if field is not None else []
         model = options[0] if len(options) == 1 else _Union(options) if options else None

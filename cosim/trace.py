@@ -31,7 +31,8 @@ SCHEMA: dict[str, dict[str, str]] = {
         "train_loss": "float64", "accuracy": "float64", "loss": "float64",
     },
     "participants": {
-        "round": "int64", "vehicle": "string", "client": "int64", "rsu": "int64", "distance_m": "float64",
+        "round": "int64", "vehicle": "string", "client": "int64", "task": "string", "rsu": "int64",
+        "distance_m": "float64",
         "gain_db": "float64", "rate_bps": "float64", "bandwidth_hz": "float64", "rank": "int64", "density": "float64",
         "download_bits": "int64", "download_start_s": "float64", "download_end_s": "float64", "download_s": "float64",
         "compute_start_s": "float64", "compute_end_s": "float64", "compute_time_s": "float64",
@@ -39,6 +40,11 @@ SCHEMA: dict[str, dict[str, str]] = {
         "compute_energy_j": "float64", "transmit_energy_j": "float64", "idle_energy_j": "float64",
         "energy_j": "float64", "battery_j": "float64", "scheduled_air_time_s": "float64", "outcome": "string",
         "train_loss": "float64",
+    },
+    "tasks": {
+        "round": "int64", "task": "string", "participants": "int64", "arrivals": "int64", "energy_j": "float64",
+        "train_loss": "float64", "accuracy": "float64", "loss": "float64", "budget_share": "float64",
+        "budget_j": "float64", "client_budget_j": "float64",
     },
     "handovers": {"time_s": "float64", "vehicle": "string", "from_rsu": "int64", "to_rsu": "int64",
                   "kind": "string", "interruption_s": "float64"},

@@ -120,29 +120,35 @@ class LocalTrainer:
 
     def train(
         self,
-        global_state: Mapping[str, torch.Tensor],
+        global_state: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]],
         clients: Sequence[int],
         steps: int,
         round_index: int,
         ranks: Sequence[int] | None = None,
     ) -> list[ClientUpdate]:
         """Each client starts from global_state (truncated to ranks[k] when given: HetLoRA) and runs `steps`
-        mini-batch steps on its own shard with its own fresh optimiser. Batches and dropout masks are drawn from
-        streams seeded by (seed, round_index, client), so a client's result does not depend on which other clients
-        train in the round or in what order (to float rounding). Returns updates in the order of `clients`, each
-        state at the client's own rank."""
-        check_state(self.trainable, global_state)
+        mini-batch steps on its own shard with its own fresh optimiser. `global_state` may also be a list with one
+        state per client (several tasks' adapters and heads on the one base, stacked into the same passes). Batches
+        and dropout masks are drawn from streams seeded by (seed, round_index, client), so a client's result does not
+        depend on which other clients train in the round or in what order (to float rounding). Returns updates in
+        the order of `clients`, each state at the client's own rank."""
         clients = [int(client) for client in clients]
+        starts = [global_state] * len(clients) if isinstance(global_state, Mapping) else list(global_state)
+        if len(starts) != len(clients):
+            raise ValueError(f"global_state: {len(starts)} states for {len(clients)} clients; pass one per client")
+        shared = isinstance(global_state, Mapping)
+        for start in [global_state] if shared else starts:
+            check_state(self.trainable, start)
         self._validate(clients, steps, round_index)
-        ranks = self._ranks(global_state, clients, ranks)
+        ranks = self._ranks(global_state if shared else starts[0] if starts else self.trainable, clients, ranks)
         if not clients:
             return []
         # Stack clients by decreasing batch size (stable): equal sizes are contiguous and share one bmm per layer.
         order = sorted(range(len(clients)), key=lambda k: -self._rows(clients[k]))
         updates: dict[int, ClientUpdate] = {}
         for part in self._passes(order, clients):
-            trained = self._train_together(global_state, [clients[k] for k in part], [ranks[k] for k in part], steps,
-                                           round_index)
+            trained = self._train_together([starts[k] for k in part], [clients[k] for k in part],
+                                           [ranks[k] for k in part], steps, round_index)
             updates.update(zip(part, trained, strict=True))
         return [updates[k] for k in range(len(clients))]
 
@@ -169,10 +175,11 @@ class LocalTrainer:
         return passes
 
     def _train_together(
-        self, global_state: Mapping[str, torch.Tensor], clients: list[int], ranks: list[int], steps: int,
+        self, states: list[Mapping[str, torch.Tensor]], clients: list[int], ranks: list[int], steps: int,
         round_index: int,
     ) -> list[ClientUpdate]:
-        """One batched pass: `clients` (decreasing batch size) stacked and trained for `steps`; updates in order."""
+        """One batched pass: `clients` (decreasing batch size), each from its own start state, stacked and trained
+        for `steps`; updates in order."""
         batches, generators = [], []
         for client in clients:
             batch_seq, torch_seq = np.random.SeedSequence([self.seed, round_index, client]).spawn(2)
@@ -181,10 +188,11 @@ class LocalTrainer:
             generators.append(generator.manual_seed(int(torch_seq.generate_state(1)[0])))
         # Each client's own truncation of the global adapter, zero-padded to the largest rank in the pass.
         top = max(ranks, default=0)
-        starts = [resize_state(resize_state(global_state, rank), top) if rank else global_state for rank in ranks]
+        starts = [resize_state(resize_state(state, rank), top) if rank else state
+                  for state, rank in zip(states, ranks, strict=True)]
         params = {
             name: torch.stack([start[name] for start in starts]).to(self.device, torch.float32).requires_grad_()
-            for name in sorted(global_state)
+            for name in sorted(states[0])
         }
         masks = rank_masks(params, ranks, self.device) if len(set(ranks)) > 1 else {}
         optimizer = self._optimizer(list(params.values()))

@@ -41,7 +41,8 @@ class FixedTrainer:
         self.started: dict[int, float] = {}
 
     def train(self, start, clients, steps, round_index, ranks=None):
-        self.started.update({client: float(start["head.weight"][0]) for client in clients})
+        starts = [start] * len(clients) if isinstance(start, dict) else start
+        self.started.update({client: float(s["head.weight"][0]) for client, s in zip(clients, starts, strict=True)})
         return [ClientUpdate(client, state(self.values[client]), len(self.shards[client]), 0.1 * client)
                 for client in clients]
 
@@ -50,7 +51,7 @@ def bare_task(trainer: FixedTrainer, start: float) -> FederatedTask:
     """A FederatedTask around a fixed trainer: the aggregation code without a model."""
     task = FederatedTask.__new__(FederatedTask)
     task.cfg, task.seed, task.trainer = LearningConfig(model="tiny-bert", lora_rank=2), 0, trainer
-    task.global_state, task.edge_states = state(start), {}
+    task.global_state, task.edge_states, task.edge_samples = state(start), {}, {}
     task.payload = adapter_payload(rank_profile(task.global_state), 32)
     return task
 
@@ -71,7 +72,8 @@ def test_edge_and_global_averages_match_hand_computed_ones():
     assert trainer.started[3] == 4.0 and trainer.started[4] == 7.0
     assert task.samples([0, 1, 2, 3, 4]) == [1, 3, 2, 4, 2]
     saved = task.state_dict()
-    task.aggregate_edges({0: 8, 1: 4})
+    assert task.edge_samples == {0: 8, 1: 4}
+    task.aggregate_edges()
     expected = (8 * 2.0 + 4 * 10.0) / 12
     for value in task.global_state.values():
         torch.testing.assert_close(value, torch.full_like(value, expected))

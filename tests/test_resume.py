@@ -176,7 +176,11 @@ def test_interrupted_split_run_resumes_exactly(tmp_path):
     client's head and the optimiser state; the re-simulation rebuilds the scheduler's virtual queue."""
     overrides = ["learning.model=tiny-bert", "learning.eval_samples=64", "learning.eval_every=2",
                  "learning.server_optimizer=adam", "simulation.rounds=5", "simulation.checkpoint_every_rounds=2"]
-    scenario = load_scenario(ROOT / "scenarios" / "seed001-static.toml", overrides)
+    assert_resumes_exactly(load_scenario(ROOT / "scenarios" / "seed001-static.toml", overrides), tmp_path)
+
+
+def assert_resumes_exactly(scenario, tmp_path):
+    """A run interrupted after round 2 (checkpoints every 2 rounds) and resumed equals an uninterrupted one."""
     engine.run_scenario(scenario, tmp_path / "whole")
 
     def stop(summary):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from cosim.budget import TaskBudgets
 from cosim.federation.participant import Participant
 from cosim.federation.task import Task
 from cosim.scenario import Scenario
@@ -46,6 +47,9 @@ class FlatFederation:
         # What a plan covers depends on the radio: the downlink counts when it runs at the vehicle's rate.
         self.payload = dataclasses.replace(task.payload, reciprocal_downlink=scenario.rsu.downlink == "reciprocal")
         self.compute_time_s = float(self.device.compute_time_s(task.compute_samples))
+        self.budgets = None if scenario.energy_budget is None else TaskBudgets(
+            scenario.energy_budget, [t.budget_weight for t in scenario.tasks] or [1.0])
+        self.client_budget_j = np.full(len(task.names), np.nan)  # each task's, this round
         if task.preset is not None:  # TSFA's offline stage: its inputs and outputs (models.soft.OfflinePreset)
             trace.manifest["offline_preset"] = dataclasses.asdict(task.preset)
 
@@ -77,12 +81,16 @@ class FlatFederation:
         w = self.world
         rows = np.flatnonzero(w.can_transmit())
         n = len(rows)
+        task = self.task.task_of(self.task.client_of(w.slot[rows]))
+        if self.budgets is not None:
+            self.client_budget_j = self.budgets.client_budget_j(task)
         obs = Observation(
             round_index=round_index, time_s=self.env.now, vehicles=w.ids[rows], rsu=w.serving[rows],
             distance_m=w.distance_m[rows], gain=w.gain[rows], speed_mps=w.snapshot.speed_mps[rows],
             dwell_s=w.dwell_s[rows], battery_j=w.battery_j[rows], tx_power_w=np.full(n, self.device.tx_power_w),
             compute_time_s=np.full(n, self.compute_time_s), rsu_bandwidth_hz=w.rsus.bandwidth_hz, rate=w.rate,
-            payload=self.payload, deadline_s=self.sim.round_deadline_s, compute=self.task.compute_model,
+            payload=self.payload, deadline_s=self.sim.round_deadline_s, compute=self.task.compute_model, task=task,
+            budget_j=None if self.budgets is None else self.client_budget_j[task],
         )
         return obs, w.slot[rows]
 
@@ -110,8 +118,13 @@ class FlatFederation:
         for record, loss in zip(records, train_loss, strict=True):
             record["train_loss"] = float(loss)
         evaluate_now = (round_index + 1) % self.task.cfg.eval_every == 0 or round_index + 1 == self.sim.rounds
-        accuracy, loss = self.task.evaluate() if evaluate_now else (float("nan"), float("nan"))
+        per_task = self.task.evaluate_tasks() if evaluate_now else np.full((len(self.task.names), 2), np.nan)
+        accuracy, loss = (float(value) for value in per_task.mean(axis=0))  # every task weighs the same
         energy = np.array([r["energy_j"] for r in records])
+        task = self.task.task_of(np.array([r["client"] for r in records], dtype=np.int64))
+        self.trace_tasks(round_index, task, arrived, energy, per_task, train_loss)
+        if self.budgets is not None:
+            self.budgets.record(task, energy, per_task[:, 0] if evaluate_now else None)
         air_time = np.array([r["scheduled_air_time_s"] for r in records])
         self.scheduler.observe(RoundFeedback(round_index, end - start, float(air_time.max(initial=0.0)), arrived,
                                              energy, accuracy if evaluate_now else None, air_time, train_loss,
@@ -127,3 +140,24 @@ class FlatFederation:
         }])
         self.on_round(RoundSummary(round_index, end, len(records), int(arrived.sum()),
                                    accuracy if evaluate_now else None))
+
+    def trace_tasks(self, round_index: int, task: np.ndarray, arrived: np.ndarray, energy: np.ndarray,
+                    per_task: np.ndarray, train_loss: np.ndarray) -> None:
+        """One `tasks` row per task: its participants' count, arrivals, energy and training loss (`task`, `arrived`,
+        `energy` and `train_loss` are aligned with the participants), its held-out accuracy and loss, and the budget
+        it had this round (NaN without [energy_budget])."""
+        share, round_j = (np.full(len(self.task.names), np.nan),) * 2 if self.budgets is None else (
+            self.budgets.share, self.budgets.round_budget_j)
+        rows = []
+        for index, name in enumerate(self.task.names):
+            mine = task == index
+            done = mine & arrived
+            rows.append({
+                "round": round_index, "task": name, "participants": int(mine.sum()), "arrivals": int(done.sum()),
+                "energy_j": float(energy[mine].sum()),
+                "train_loss": float(train_loss[done].mean()) if done.any() else float("nan"),
+                "accuracy": float(per_task[index, 0]), "loss": float(per_task[index, 1]),
+                "budget_share": float(share[index]), "budget_j": float(round_j[index]),
+                "client_budget_j": float(self.client_budget_j[index]),
+            })
+        self.trace.add("tasks", rows)

@@ -16,7 +16,8 @@ A round runs as a flat one (cosim.federation.flat), except where the learning go
   send their edge models to the server over their own backhaul link (in parallel), the server averages them weighted
   by the samples each aggregated since then, and sends the global model back to every RSU. Each leg takes
   `backhaul_latency_s` + bits / `backhaul_rate_bps`, the bits those of a dense adapter at the task's rank
-  (cosim.payload); the round ends when every RSU holds the global model. No RSU with updates: no global round.
+  (cosim.payload), one per task with several tasks (each task aggregates its own edge models); the round ends
+  when every RSU holds the global model. No RSU with updates: no global round.
 - Accuracy is the server's global model's: at an evaluation round between global rounds, the last global one.
 
 Every aggregation is a row of the `aggregations` table: level "edge" (rsu, contributing vehicles, their samples and
@@ -40,7 +41,7 @@ from cosim.world import World
 
 class HierarchicalFederation(FlatFederation):
     """Vehicles → serving RSU (edge model) → server (global model every `federation.global_every_rounds` rounds);
-    see the module doc. The task must be a FederatedTask (or forward `edges`, `samples` and `aggregate_edges`)."""
+    see the module doc. The task must be a FederatedTask or a MultiTask (`edges`, `samples`, `aggregate_edges`)."""
 
     def __init__(self, env: simpy.Environment, scenario: Scenario, world: World, task: Task, scheduler: Scheduler,
                  trace: TraceWriter, on_round: Callable[[RoundSummary], None]) -> None:
@@ -64,9 +65,11 @@ class HierarchicalFederation(FlatFederation):
         backhaul_s = 0.0
         due = (round_index + 1) % self.config.global_every_rounds == 0 or round_index + 1 == self.sim.rounds
         if due and self.pending:
-            up, down = int(self.task.payload.upload_bits(density=1.0)), int(self.task.payload.download_bits())
+            models = len(self.task.names)  # several tasks: each RSU holds (and the server sends) one model per task
+            up = models * int(self.task.payload.upload_bits(density=1.0))
+            down = models * int(self.task.payload.download_bits())
             backhaul_s = self.leg_s(up) + self.leg_s(down)
-            self.task.aggregate_edges(self.pending)
+            self.task.aggregate_edges()
             rows.append(self._row(round_index, "global", -1, len(self.pending), sum(self.pending.values()),
                                   up * len(self.pending) + down * self.world.rsus.count, backhaul_s, now))
             self.pending = {}

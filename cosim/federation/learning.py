@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ import torch
 from cosim.compute import ComputeModel
 from cosim.federation.task import Task
 from cosim.payload import WIRE_BITS, Leg, Payload
-from cosim.scenario import LearningConfig, ScenarioError
+from cosim.scenario import LearningConfig, ScenarioError, TaskConfig
 from models.aggregate import fedavg, hetlora
 from models.backbone import SplitClassifier, load_backbone
 from models.data import EncodedData, client_shards, encode, load_splits, subset
@@ -26,6 +26,9 @@ from models.soft import OfflinePreset, component_norms, pooled_features, sparse_
 from models.split import SplitExchange, SplitTrainer
 from models.trainer import ClientUpdate, LocalTrainer
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 @dataclass(frozen=True)
 class LearningSetup:
@@ -36,25 +39,37 @@ class LearningSetup:
     shards: list[np.ndarray]
     eval_data: EncodedData
     majority_rate: float
+    num_labels: int
 
     @classmethod
-    def load(cls, cfg: LearningConfig, seed: int) -> LearningSetup:
+    def load(cls, cfg: LearningConfig, seed: int,
+             base: tuple[SplitClassifier, PreTrainedTokenizerBase | None] | None = None) -> LearningSetup:
+        """`cfg`'s data on `base` (a model from load_base and its tokenizer, shared by several tasks), or on a base
+        of its own."""
         train, held_out = load_splits(cfg.dataset)
-        model, tokenizer = load_backbone(cfg.model, num_labels=train.num_labels, seed=seed)
-        width = min(model.config.hidden_size, model.config.intermediate_size)
-        if cfg.lora_rank > width:
-            raise ScenarioError("scenario", [f"learning.lora_rank: {cfg.lora_rank} exceeds the model's width "
-                                             f"{width} (a LoRA factor cannot have more components); lower it"])
-        model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                         target_modules=cfg.lora_targets)
-        store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
+        model, tokenizer = base or load_base(cfg, train.num_labels, seed)
         chosen, shards = client_shards(train.labels, cfg.clients, cfg.samples_per_client, cfg.partition,
                                        cfg.dirichlet_alpha, seed)
         train = subset(train, chosen)
         held_out = subset(held_out, np.arange(min(cfg.eval_samples, len(held_out.labels))))
         return cls(model, encode(train, tokenizer, cfg.max_length), list(shards),
                    encode(held_out, tokenizer, cfg.max_length),
-                   float(np.bincount(held_out.labels).max() / len(held_out.labels)))
+                   float(np.bincount(held_out.labels).max() / len(held_out.labels)), train.num_labels)
+
+
+def load_base(cfg: LearningConfig, num_labels: int, seed: int) -> tuple[SplitClassifier,
+                                                                       PreTrainedTokenizerBase | None]:
+    """The frozen base with LoRA adapters and a `num_labels` head (stored in the compute precision), and its
+    tokenizer."""
+    model, tokenizer = load_backbone(cfg.model, num_labels=num_labels, seed=seed)
+    width = min(model.config.hidden_size, model.config.intermediate_size)
+    if cfg.lora_rank > width:
+        raise ScenarioError("scenario", [f"learning.lora_rank: {cfg.lora_rank} exceeds the model's width "
+                                         f"{width} (a LoRA factor cannot have more components); lower it"])
+    model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                     target_modules=cfg.lora_targets)
+    store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
+    return model, tokenizer
 
 
 def adapter_payload(profile: RankProfile, bits_per_value: int, reciprocal_downlink: bool = False,
@@ -84,8 +99,11 @@ class FederatedTask(Task):
 
     round_shape = ("down", "compute", "up")
 
-    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> None:
-        setup = LearningSetup.load(cfg, seed)
+    def __init__(self, cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False,
+                 setup: LearningSetup | None = None, trainer: LocalTrainer | None = None) -> None:
+        """`setup` and `trainer` are given when several tasks share one base and one trainer (cosim.federation.
+        multitask, which trains their clients together and has each task `merge` its own)."""
+        setup = setup or LearningSetup.load(cfg, seed)
         super().__init__(cfg, setup.majority_rate)
         self.eval_data = setup.eval_data
         self.model = setup.model
@@ -97,11 +115,12 @@ class FederatedTask(Task):
                                        compute_dtype(next(setup.model.parameters()).device, cfg.precision))
             self.preset = OfflinePreset.from_features(features, cfg.lora_rank, cfg.lr, cfg.optimizer == "sgd")
             density, lr = self.preset.density, self.preset.lr
-        self.trainer = LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size, lr=lr,
-                                    optimizer=cfg.optimizer, seed=seed, precision=cfg.precision,
-                                    orthogonal_weight=soft.orthogonal_weight)
+        self.trainer = trainer or LocalTrainer(setup.model, setup.train, setup.shards, batch_size=cfg.batch_size,
+                                               lr=lr, optimizer=cfg.optimizer, seed=seed, precision=cfg.precision,
+                                               orthogonal_weight=soft.orthogonal_weight)
         self.global_state = trainable_state(setup.model)
         self.edge_states: dict[int, dict[str, torch.Tensor]] = {}  # hierarchical: RSU -> edge model, where it differs
+        self.edge_samples: dict[int, int] = {}  # RSU -> samples averaged into its edge model since the global round
         self.update_norms: list[np.ndarray] = []
         profile = rank_profile(self.global_state)
         self.payload = adapter_payload(profile, WIRE_BITS[cfg.wire_dtype], reciprocal_downlink, density)
@@ -111,34 +130,48 @@ class FederatedTask(Task):
 
     def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
               edges: list[int] | None = None) -> np.ndarray:
-        """Local training of the clients whose uploads arrived, then the average; returns each one's training loss.
-        Flat (`edges` None): every client starts from the global model and the server averages them into it.
-        Hierarchical: a client starts from the edge model of the RSU its update reached (`edges`), and each RSU
-        averages its own clients into its edge model; aggregate_edges makes the global model from the edges."""
+        """Local training of the clients whose uploads arrived, then the averages; returns each one's training loss.
+        Flat (`edges` None): every client starts from the global model. Hierarchical: a client starts from the edge
+        model of the RSU its update reached (`edges`); see merge."""
+        if not clients:
+            self.update_norms = []
+            return np.zeros(0)
+        updates = self.trainer.train(self.starts(edges), clients, self.cfg.local_steps, round_index,
+                                     ranks=self.trained_ranks(ranks))
+        return self.merge(updates, round_index, ranks, densities, edges)
+
+    def starts(self, edges: list[int] | None) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """What the clients download: the global model (flat), or each one its RSU's edge model (`edges`)."""
+        return self.global_state if edges is None else [self.edge_states.get(edge, self.global_state)
+                                                         for edge in edges]
+
+    def trained_ranks(self, ranks: list[int]) -> list[int] | None:
+        """What LocalTrainer.train takes: the ranks if they differ from the global one, else None (FedAvg)."""
+        return ranks if any(rank != self.payload.default_rank for rank in ranks) else None
+
+    def merge(self, updates: list[ClientUpdate], round_index: int, ranks: list[int],
+              densities: list[float] | None = None, edges: list[int] | None = None) -> np.ndarray:
+        """The server's side of the clients' updates (aligned with `ranks`, `densities` and `edges`): flat, they are
+        averaged into the global model; hierarchical, each RSU averages the updates that reached it into its edge
+        model (aggregate_edges later makes the global model from the edges). Each update's loss."""
         if edges is None:
-            self.global_state, updates = self._learn(self.global_state, clients, round_index, ranks, densities)
+            self.global_state = self._average(self.global_state, updates, round_index, ranks, densities)
         else:
-            updates = [None] * len(clients)
             for edge in sorted(set(edges)):
                 members = [k for k, reached in enumerate(edges) if reached == edge]
-                self.edge_states[edge], trained = self._learn(
-                    self.edge_states.get(edge, self.global_state), [clients[k] for k in members], round_index,
+                self.edge_states[edge] = self._average(
+                    self.edge_states.get(edge, self.global_state), [updates[k] for k in members], round_index,
                     [ranks[k] for k in members], None if densities is None else [densities[k] for k in members])
-                for k, update in zip(members, trained, strict=True):
-                    updates[k] = update
+                self.edge_samples[edge] = self.edge_samples.get(edge, 0) + sum(updates[k].num_samples for k in members)
         self.update_norms = [component_norms(update.state) for update in updates]
         return np.array([update.loss for update in updates])
 
-    def _learn(self, start: dict[str, torch.Tensor], clients: list[int], round_index: int, ranks: list[int],
-               densities: list[float] | None) -> tuple[dict[str, torch.Tensor], list[ClientUpdate]]:
-        """`clients` trained from `start` and averaged (FedAvg, HetLoRA padding when ranks differ, SOFT's sparse
-        merge when some upload is sparse): the new state and the clients' updates. No client: `start`."""
-        if not clients:
-            return start, []
+    def _average(self, start: dict[str, torch.Tensor], updates: list[ClientUpdate], round_index: int,
+                 ranks: list[int], densities: list[float] | None) -> dict[str, torch.Tensor]:
+        """`updates` of clients that started from `start`, averaged: FedAvg, HetLoRA's padding when ranks differ,
+        SOFT's sparse merge when some upload is sparse."""
         top = self.payload.default_rank
         heterogeneous = any(rank != top for rank in ranks)
-        updates = self.trainer.train(start, clients, self.cfg.local_steps, round_index,
-                                     ranks=ranks if heterogeneous else None)
         kept = self.payload.kept_components(ranks, densities)
         if np.all(kept == ranks):
             merged = hetlora(updates, top) if heterogeneous else fedavg(updates)
@@ -148,15 +181,16 @@ class FederatedTask(Task):
                 sparsify(u.client, u.num_samples, u.state, int(k), selection,
                          np.random.default_rng([self.seed, round_index, u.client]))
                 for u, k in zip(updates, kept, strict=True)])
-        return merged, updates
+        return merged
 
-    def aggregate_edges(self, samples: dict[int, int]) -> None:
-        """The server's global round: the new global model is the average of the edge models of the RSUs in
-        `samples`, each weighted by the training samples it aggregated since the last global round (FedAvg over
-        edges); every RSU then holds the global model again."""
-        self.global_state = fedavg([ClientUpdate(rsu, self.edge_states[rsu], weight, float("nan"))
-                                    for rsu, weight in sorted(samples.items())])
-        self.edge_states = {}
+    def aggregate_edges(self) -> None:
+        """The server's global round: the new global model is the average of the edge models that learnt since the
+        last global round, each weighted by the training samples its RSU aggregated since then (FedAvg over edges);
+        every RSU then holds the global model again."""
+        if self.edge_samples:
+            self.global_state = fedavg([ClientUpdate(rsu, self.edge_states[rsu], weight, float("nan"))
+                                        for rsu, weight in sorted(self.edge_samples.items())])
+        self.edge_states, self.edge_samples = {}, {}
 
     def samples(self, clients: list[int]) -> list[int]:
         """Each client's training samples (its shard): its FedAvg weight."""
@@ -167,11 +201,12 @@ class FederatedTask(Task):
 
     def state_dict(self) -> dict[str, Any]:
         """The learning state between rounds (local optimisers start afresh every round): for a checkpoint."""
-        return {"global_state": self.global_state, "edge_states": self.edge_states}
+        return {"global_state": self.global_state, "edge_states": self.edge_states, "edge_samples": self.edge_samples}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.global_state = dict(state["global_state"])
         self.edge_states = {int(rsu): dict(edge) for rsu, edge in state["edge_states"].items()}
+        self.edge_samples = {int(rsu): int(samples) for rsu, samples in state["edge_samples"].items()}
 
 
 class SplitTask(Task):
@@ -214,6 +249,12 @@ class SplitTask(Task):
         self.trainer.load_state_dict(state)
 
 
-def make_task(cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False) -> FederatedTask | SplitTask:
-    """The scenario's learning task, by `learning.mode`; `reciprocal_downlink` is rsu.downlink == "reciprocal"."""
+def make_task(cfg: LearningConfig, seed: int, reciprocal_downlink: bool = False,
+              tasks: list[TaskConfig] | None = None) -> Task:
+    """The scenario's learning task, by `learning.mode`, or several at once (`tasks`, the scenario's [[tasks]]);
+    `reciprocal_downlink` is rsu.downlink == "reciprocal"."""
+    if tasks:
+        from cosim.federation.multitask import MultiTask  # it builds on FederatedTask
+
+        return MultiTask(cfg, tasks, seed, reciprocal_downlink)
     return (SplitTask if cfg.mode == "split" else FederatedTask)(cfg, seed, reciprocal_downlink)

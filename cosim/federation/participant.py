@@ -42,8 +42,10 @@ class Participant:
             self.rsu_config.tx_power_w * bandwidth / float(obs.rsu_bandwidth_hz[rsu]))
         links = {"up": world.link(vehicle, rsu, bandwidth, power),
                  "down": world.link(vehicle, rsu, bandwidth, down_power)}
+        client = int(self.task.client_of(np.array(slot)))
         record: dict[str, Any] = {
-            "round": obs.round_index, "vehicle": vehicle, "client": int(self.task.client_of(np.array(slot))),
+            "round": obs.round_index, "vehicle": vehicle, "client": client,
+            "task": self.task.names[int(self.task.task_of(np.array(client)))],
             "rsu": rsu, "distance_m": float(obs.distance_m[i]), "gain_db": float(10 * np.log10(obs.gain[i])),
             "rate_bps": float(obs.rate.rate_bps(bandwidth, power, float(obs.gain[i]))), "bandwidth_hz": bandwidth,
             "rank": rank, "density": density,

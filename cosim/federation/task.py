@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -72,6 +73,19 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, loss) of the current global model on the held-out data."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The fine-tuning tasks' names (the `task` column of the traces): one, the dataset's, by default."""
+        return (Path(self.cfg.dataset).name,)
+
+    def task_of(self, client: np.ndarray) -> np.ndarray:
+        """Client -> index into `names`."""
+        return np.zeros(np.shape(client), dtype=np.int64)
+
+    def evaluate_tasks(self) -> np.ndarray:
+        """(tasks, 2): each task's (accuracy, loss) on its held-out data."""
+        return np.array([self.evaluate()], dtype=float)
 
     @property
     def upload_bits(self) -> int:

@@ -42,6 +42,8 @@ class Observation:
     payload: Payload  # bits per participant as functions of (rank, density); scheduled_bits is the L_k to plan for
     deadline_s: float
     compute: ComputeModel | None = None  # how computation scales with the rank (None: it does not)
+    task: np.ndarray | None = None  # (n,) index of each candidate's task ([[tasks]]); None: one task (all 0)
+    budget_j: np.ndarray | None = None  # (n,) per-round energy budget from the split (cosim.budget); None: none
 
     @property
     def count(self) -> int:

@@ -15,7 +15,9 @@ c̄_a. At the vehicle's t-th round it plays
 and then updates its dual variable λ ← max(0, λ + η_t·(c − 1)) with η_t = η/√t. Reward: exp(−ℓ) for the client's
 own training loss ℓ (the geometric-mean probability its update's model gives the right label: in (0, 1], known to
 the client), 0 when its update did not arrive. Cost: the energy the round cost it (compute, transmission, idling)
-divided by its per-round budget `energy_budget_j`, so the budget is c ≤ 1 on average.
+divided by its per-round budget, so the budget is c ≤ 1 on average: `energy_budget_j`, or, with an
+`[energy_budget]` table, the per-client budget of its task from the server's split (Observation.budget_j,
+cosim.budget).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class UcbDualScheduler(_RankScheduler):
         self.config = config
         self.bandits: dict[str, UcbDual] = {}
         self._pending: list[tuple[str, int]] = []  # this round's (vehicle, arm), aligned with the plan
+        self._budget_j: np.ndarray | float = config.energy_budget_j  # this round's, aligned with the plan
 
     def ranks_for(self, obs: Observation, chosen: np.ndarray) -> np.ndarray:
         ranks = offered(obs, self.config.ranks, "scheduler.ranks")
@@ -158,12 +161,13 @@ class UcbDualScheduler(_RankScheduler):
         for vehicle in obs.vehicles[chosen].tolist():
             bandit = self.bandits.setdefault(vehicle, UcbDual(len(ranks), self.config.eta))
             self._pending.append((vehicle, bandit.choose()))
+        self._budget_j = self.config.energy_budget_j if obs.budget_j is None else obs.budget_j[chosen]
         return ranks[[arm for _, arm in self._pending]]
 
     def observe(self, feedback: RoundFeedback) -> None:
         loss = np.full(len(feedback.arrived), np.nan) if feedback.train_loss is None else feedback.train_loss
         reward = np.where(feedback.arrived & np.isfinite(loss), np.exp(-np.nan_to_num(loss, nan=np.inf)), 0.0)
-        cost = feedback.energy_j / self.config.energy_budget_j
+        cost = feedback.energy_j / self._budget_j
         for (vehicle, arm), r, c in zip(self._pending, reward, cost, strict=True):
             self.bandits[vehicle].update(arm, float(r), float(c))
         self._pending = []
