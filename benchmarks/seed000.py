@@ -9,7 +9,8 @@ everyone the global rank, HetLoRA a rank per capability tier (cosim/schedulers/r
 - latency: the mean round duration (first download to last upload or the deadline), and the mean time a participant
   whose update arrived was busy (download, compute, upload);
 - energy per participant and round (compute, transmission, idling) and the share of the budget UCB-DUAL targets;
-- accuracy: the mean of the held-out evaluations in the last quarter of the rounds;
+- accuracy: the mean of the held-out evaluations in the last quarter of the rounds (several tasks: their mean, and
+  each task's, with the energy each task's participants spent per round: the `tasks` trace table);
 - peak memory: each run in a fresh process, its peak RSS (and peak CUDA memory where a GPU trains).
 
 Then the paired gaps UCB-DUAL − baseline per seed, mean ± standard error over seeds, against the seed's claims (more
@@ -58,6 +59,7 @@ class Result:
     peak_rss_mb: float
     peak_cuda_mb: float  # 0 without a GPU
     wall_s: float
+    tasks: tuple[tuple[str, float, float], ...] = ()  # per task: (name, accuracy as above, energy per round in J)
 
 
 METRICS = {"latency_s": "round latency (s)", "busy_s": "participant busy time (s)",
@@ -86,9 +88,12 @@ def run_one(overrides: list[str], path: Path = SCENARIO) -> Result:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:  # read the tables before the directory goes
         trace = run_scenario(scenario, Path(out))
-        rounds, parts = trace.table("rounds"), trace.table("participants")
+        rounds, parts, tasks = trace.table("rounds"), trace.table("participants"), trace.table("tasks")
     arrived = parts[parts["outcome"] == "arrived"]
-    tail = rounds[rounds["round"] >= tail_start(scenario.simulation.rounds)]["accuracy"].dropna()
+    late = tail_start(scenario.simulation.rounds)
+    tail = rounds[rounds["round"] >= late]["accuracy"].dropna()
+    per_task = tuple((str(name), float(rows[rows["round"] >= late]["accuracy"].mean()), float(rows["energy_j"].mean()))
+                     for name, rows in tasks.groupby("task", sort=False))
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     return Result(
         latency_s=float(rounds["duration_s"].mean()),
@@ -96,7 +101,7 @@ def run_one(overrides: list[str], path: Path = SCENARIO) -> Result:
         energy_j=float(parts["energy_j"].mean()), accuracy=float(tail.mean()),
         completed=float(len(arrived) / max(len(parts), 1)), mean_rank=float(parts["rank"].mean()),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_cuda_mb=cuda_mb,
-        wall_s=time.perf_counter() - start)
+        wall_s=time.perf_counter() - start, tasks=per_task)
 
 
 def run_isolated(overrides: list[str], path: Path = SCENARIO) -> Result:
@@ -149,6 +154,15 @@ def report(runs: dict[str, list[Result]], seeds: list[int]) -> None:
               f"energy −{en:.1%} ± {en_se:.1%} ({en_n}/{len(seeds)})")
         print(f"    the seed's claims: latency > 24% lower {verdict(lat, lat_se, 0.24)}; "
               f"accuracy > 2.5 points higher {verdict(acc, acc_se, 2.5)}")
+    if len(runs[SCHEDULERS[0]][0].tasks) > 1:
+        print("per task (mean ± SE over seeds): accuracy (last quarter), energy of its participants per round (J)")
+        for index, (task, _, _) in enumerate(runs[SCHEDULERS[0]][0].tasks):
+            cells = []
+            for name in SCHEDULERS:
+                (acc, acc_se), (energy, energy_se) = (mean_se(np.array([r.tasks[index][k] for r in runs[name]]))
+                                                      for k in (1, 2))
+                cells.append(f"{name} {acc:.3f} ± {acc_se:.3f}, {energy:.1f} ± {energy_se:.1f} J")
+            print(f"  {task:<8} " + "; ".join(cells))
 
 
 def draw(runs: dict[str, list[Result]], path: Path, title: str) -> None:
@@ -195,7 +209,7 @@ def main() -> None:
             result = run_isolated([*common, f"seed={seed}", tables[name]], args.scenario)
             runs[name].append(result)
             print(f"  seed {seed} {name:<9} " + "  ".join(f"{f.name} {getattr(result, f.name):.3f}"
-                                                         for f in fields(Result)), flush=True)
+                                                         for f in fields(Result) if f.name != "tasks"), flush=True)
     model = "tiny-BERT (--quick: numbers meaningless)" if args.quick else "MiniLM"
     print(f"\nseed 000 on {args.scenario.name}: flat LoRA with {model}, R = {rounds} rounds, "
           f"overrides {args.overrides}")

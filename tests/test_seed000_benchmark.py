@@ -28,6 +28,15 @@ def test_paired_gaps_are_within_seed(tmp_path, capsys):
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 
+def test_several_tasks_are_reported_each(capsys):
+    runs = {name: [replace(RUN, tasks=(("sst2", 0.8 + i / 100, 10.0), ("mrpc", 0.7, 20.0 + i))) for i in (0, 2)]
+            for name in SCHEDULERS}
+    report(runs, [1, 2])
+    out = capsys.readouterr().out
+    assert "  sst2     ucb-dual 0.810 ± 0.010, 10.0 ± 0.0 J" in out
+    assert "  mrpc     ucb-dual 0.700 ± 0.000, 21.0 ± 1.0 J" in out
+
+
 def test_one_seed_has_no_standard_error_and_separates_nothing():
     runs = {name: [RUN] for name in SCHEDULERS}
     mean, se, better = paired(runs, "hetlora")["accuracy"]
