@@ -247,7 +247,8 @@ TOML_VALUES = st.one_of(
                      '["qkv"]', '["query"]', '"a\\u0000b"', '"../../x"']),
     st.text(max_size=12).map(lambda text: json.dumps(text, ensure_ascii=False)),
 )
-SECTIONS = "name|seed|simulation|mobility|rsu|channel|energy|learning|scheduler|trace|tasks|energy_budget|--set"
+SECTIONS = ("name|seed|simulation|mobility|rsu|channel|energy|learning|scheduler|trace|tasks|energy_budget|federation"
+            "|--set")
 NAMES_A_FIELD = re.compile(rf"(?:: |; )(?:{SECTIONS})\b[\w.\[\]]*:")
 
 
