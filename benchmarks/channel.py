@@ -3,7 +3,7 @@
 Times cosim.channel (LargeScaleChannel + CorrelatedFading) for 5,000 vehicles × 25 RSUs, and the same arithmetic
 written inline in plain numpy with no id bookkeeping, to show the layer's overhead. Prints µs per vehicle–link.
 
-    .venv/bin/python benchmarks/channel.py [--vehicles 5000] [--rsus 25] [--ticks 10] [--churn 0.02]
+    .venv/bin/python -m benchmarks.channel [--vehicles 5000] [--rsus 25] [--ticks 10] [--churn 0.02]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from cosim.channel import SPEED_OF_LIGHT_MPS, CorrelatedFading, LargeScaleChannel
+from mobility.rsu import Links
 
 CARRIER_HZ, RSU_HEIGHT_M, VEHICLE_HEIGHT_M, AREA_M, SINUSOIDS = 5.9e9, 10.0, 1.5, 2_000.0, 16
 
@@ -46,8 +47,9 @@ class Traffic:
 def layer_tick(large: LargeScaleChannel, fading: CorrelatedFading, traffic: Traffic, rsu_xy: np.ndarray,
                t: float) -> np.ndarray:
     d_2d = np.linalg.norm(traffic.xy[:, None, :] - rsu_xy[None, :, :], axis=2)
-    loss_db, _ = large.update(traffic.ids, traffic.xy, d_2d, np.full(len(rsu_xy), RSU_HEIGHT_M), VEHICLE_HEIGHT_M)
-    return np.power(10.0, -loss_db / 10.0) * fading.update(traffic.ids, traffic.speed, t)
+    loss_db, _ = large.update(traffic.ids, traffic.xy, Links.every(d_2d), np.full(len(rsu_xy), RSU_HEIGHT_M),
+                              VEHICLE_HEIGHT_M)
+    return np.power(10.0, -loss_db.reshape(d_2d.shape) / 10.0) * fading.update(traffic.ids, traffic.speed, t)
 
 
 class Inline:
@@ -131,7 +133,7 @@ def main() -> None:
     results = {}
     for churn in (0.0, args.churn):
         traffic = Traffic(args.vehicles, churn, np.random.default_rng(1))
-        large = LargeScaleChannel("umi", CARRIER_HZ, args.rsus, np.random.default_rng(2))
+        large = LargeScaleChannel("umi", CARRIER_HZ, np.random.default_rng(2))
         fading = CorrelatedFading(args.rsus, CARRIER_HZ, np.random.default_rng(3), SINUSOIDS)
         results[f"cosim.channel, churn {churn:.0%}/tick"] = timed(
             partial(traffic.step, 1.0), partial(layer_tick, large, fading, traffic, rsu_xy), args.ticks)

@@ -4,7 +4,7 @@ AdamW steps from the global adapter in one batched pass, FedAvg merges them, and
 on the whole SST-2 dev set (872 sentences) every `--eval-every` rounds. `--precision` as a scenario's
 `learning.precision` ("auto": bf16 where the hardware has it, with the frozen base stored in bf16).
 
-    .venv/bin/python benchmarks/minilm_sst2.py [--rounds 30] [--participants 10] [--lr 3e-3] [--precision auto]
+    .venv/bin/python -m benchmarks.minilm_sst2 [--rounds 30] [--participants 10] [--lr 3e-3] [--precision auto]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Paper setting: one server at the centre, vehicles uniform in a disk, large-scale
 fading redrawn every round, one band shared by FDMA. Each round is planned, then fed back with its planned delay so
 the virtual queues evolve as in a run. Prints the median and 90th-percentile wall time of `plan` in ms.
 
-    .venv/bin/python benchmarks/seed001_decision.py [--rounds 30] [--rsus 1] [--tau-bar 0.05]
+    .venv/bin/python -m benchmarks.seed001_decision [--rounds 30] [--rsus 1] [--tau-bar 0.05]
 """
 
 from __future__ import annotations

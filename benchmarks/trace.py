@@ -7,7 +7,7 @@ fifty, and their ratio: streamed appends cost the same at round 500 as at
 round 10 (a writer that rewrote every table each round would grow linearly). Then times the one consolidation into
 parquet at the end of the run.
 
-    .venv/bin/python benchmarks/trace.py [--rounds 500] [--vehicles 2000] [--samples-per-round 2] [--participants 50]
+    .venv/bin/python -m benchmarks.trace [--rounds 500] [--vehicles 2000] [--samples-per-round 2] [--participants 50]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ make GEMMs big enough to run near the cores' peak, so stacking clients saves onl
 large factor on such a CPU is bf16 (a GEMM 4.2x faster than float32 here). On a GPU, where one client's batch
 leaves most of the device idle, stacking itself is the gain.
 
-    .venv/bin/python benchmarks/training.py [--clients 8 16 32] [--steps 2] [--repeats 3] [--quick]
+    .venv/bin/python -m benchmarks.training [--clients 8 16 32] [--steps 2] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations

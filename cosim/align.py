@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mobility.rsu import Links
+
 
 def realign(prev_ids: np.ndarray, prev_values: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of `prev_values` (aligned with sorted `prev_ids`) re-ordered to sorted `ids`.
@@ -15,6 +17,18 @@ def realign(prev_ids: np.ndarray, prev_values: np.ndarray, ids: np.ndarray) -> t
     # One gather of every row (a newcomer reads its neighbour's, then zeroed): a city tick's (n, m) arrays move
     # several times faster than through boolean-mask indexing.
     values = prev_values.take(pos, axis=0)
+    values[~known] = 0
+    return known, values
+
+
+def realign_links(prev_ids: np.ndarray, prev_links: Links, prev_values: np.ndarray, ids: np.ndarray,
+                  links: Links) -> tuple[np.ndarray, np.ndarray]:
+    """Per-link state carried from one instant's links to the next: (known, values), known[l] when links[l] (same
+    vehicle, same RSU) existed before; values of new links are zero."""
+    at = links.carried_from(prev_links, *_matching(prev_ids, ids))
+    known = at >= 0
+    values = prev_values.take(np.maximum(at, 0), axis=0) if len(prev_links) else np.zeros(
+        (len(links), *prev_values.shape[1:]), prev_values.dtype)
     values[~known] = 0
     return known, values
 

@@ -15,7 +15,8 @@ from typing import Literal
 import numpy as np
 from scipy.special import ndtr
 
-from cosim.align import realign
+from cosim.align import realign, realign_links
+from mobility.rsu import Links
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 StandardModel = Literal["umi", "uma", "v2v-highway", "v2v-urban"]
@@ -265,41 +266,36 @@ def shadowing_decorrelation_m(model: StandardModel, los: np.ndarray | bool) -> n
 class Shadowing:
     """Log-normal shadowing that decorrelates along each vehicle's path (Gudmundson's exponential model).
 
-    Each vehicle–RSU link carries a shadowing value s; after the vehicle moves Δd metres,
-    s ← ρ·s + sqrt(1-ρ²)·σ·n with ρ = exp(-Δd/d_corr), so E[s(d)s(d+Δd)] = σ²·exp(-Δd/d_corr).
-    `std_db` and `decorrelation_m` may be arrays with one entry per column, so one instance can carry several
-    independent fields (e.g. LOS and NLOS shadowing) with one re-alignment per tick."""
+    Each vehicle–RSU link in coverage carries a shadowing value s; after the vehicle moves Δd metres,
+    s ← ρ·s + sqrt(1-ρ²)·σ·n with ρ = exp(-Δd/d_corr), so E[s(d)s(d+Δd)] = σ²·exp(-Δd/d_corr). A link that was not
+    there at the last update (its vehicle just entered the RSU's coverage) starts from a fresh draw: the value it
+    left with is held nowhere, since a vehicle re-enters a disc after a path far longer than d_corr, so the two are
+    practically independent. `std_db` and `decorrelation_m` may be arrays with one entry per field, so one
+    instance can carry several independent fields per link (e.g. LOS and NLOS shadowing)."""
 
-    def __init__(self, std_db: float | np.ndarray, decorrelation_m: float | np.ndarray, num_rsus: int,
+    def __init__(self, std_db: float | np.ndarray, decorrelation_m: float | np.ndarray,
                  rng: np.random.Generator) -> None:
-        self.std_db = std_db
-        self.decorrelation_m = decorrelation_m
-        self.num_rsus = num_rsus
+        self.std_db = np.asarray(std_db, dtype=float)
+        self.decorrelation_m = np.asarray(decorrelation_m, dtype=float)
         self.rng = rng
+        self._fields = np.broadcast_shapes(self.std_db.shape, self.decorrelation_m.shape)  # () or (F,)
         self._ids = np.array([], dtype=str)
         self._xy = np.zeros((0, 2))
-        self._db = np.zeros((0, num_rsus))
-        self._distinct_m, self._column_of = np.unique(decorrelation_m, return_inverse=True)
-        if np.ndim(decorrelation_m) == 0:
-            self._column_of = None
+        self._links = Links.every(np.zeros((0, 0)))
+        self._db = np.zeros((0, *self._fields))
 
-    def update(self, ids: np.ndarray, xy_m: np.ndarray) -> np.ndarray:
-        """Shadowing (n, m) in dB for vehicles `ids` (sorted) at positions `xy_m`."""
-        known, prev_xy = realign(self._ids, self._xy, ids)
-        _, prev_db = realign(self._ids, self._db, ids)
-        moved = np.linalg.norm(xy_m - prev_xy, axis=1)
-        # ρ per vehicle and distinct decorrelation distance, spread to the columns afterwards: the (n, m) work is
-        # then two multiplications and an addition, done in place (a city tick has millions of links).
-        rho = np.where(known[:, None], np.exp(-moved[:, None] / self._distinct_m), 0.0)
-        keep = np.sqrt(1.0 - rho**2)
-        if self._column_of is not None:
-            rho, keep = rho[:, self._column_of], keep[:, self._column_of]
-        db = self.rng.standard_normal((len(ids), self.num_rsus))
-        db *= self.std_db
-        db *= keep
-        prev_db *= rho
-        db += prev_db
-        self._ids, self._xy, self._db = ids, xy_m, db
+    def update(self, ids: np.ndarray, xy_m: np.ndarray, links: Links) -> np.ndarray:
+        """Shadowing in dB of each of `links` for vehicles `ids` (sorted) at positions `xy_m`: (L,), or (L, F)
+        with F fields."""
+        _, prev_xy = realign(self._ids, self._xy, ids)
+        known, prev_db = realign_links(self._ids, self._links, self._db, ids, links)
+        moved = np.linalg.norm(xy_m - prev_xy, axis=1)[links.row].reshape(-1, *(1 for _ in self._fields))
+        rho = np.exp(-moved / self.decorrelation_m)
+        rho[~known] = 0.0
+        db = self.rng.standard_normal((len(links), *self._fields))
+        db *= self.std_db * np.sqrt(1.0 - rho**2)
+        db += rho * prev_db
+        self._ids, self._xy, self._links, self._db = ids, xy_m, links, db
         return db
 
 
@@ -315,7 +311,7 @@ class SimplePathloss:
 
 
 class LargeScaleChannel:
-    """Path loss, LOS state and shadowing of every vehicle–RSU link, consistent along each vehicle's path.
+    """Path loss, LOS state and shadowing of the vehicle–RSU links in coverage, consistent along each vehicle's path.
 
     For a standard model the LOS state is a spatially correlated standard normal z per link (TR 38.901 §7.6.3.3:
     LOS iff Φ(z) < P_LOS(d_2D), correlation distance of Table 7.6.3.1-2), so a vehicle does not flip state at every
@@ -324,48 +320,47 @@ class LargeScaleChannel:
     building-blocked NLOS state (v2v_urban_clear_probability; its own correlated normal, 38.901's UMi LOS-state
     correlation distance), with 37.885's NLOS path loss and σ_SF = 4 dB; `blocked` holds the last tick's state."""
 
-    def __init__(self, model: StandardModel | SimplePathloss, carrier_hz: float, num_rsus: int,
-                 rng: np.random.Generator) -> None:
+    def __init__(self, model: StandardModel | SimplePathloss, carrier_hz: float, rng: np.random.Generator) -> None:
         self.model = model
         self.carrier_hz = carrier_hz
-        self.num_rsus = num_rsus
         if isinstance(model, SimplePathloss):
-            self._fields = Shadowing(model.shadowing_std_db, model.shadowing_decorrelation_m, num_rsus, rng)
+            self._fields = Shadowing(model.shadowing_std_db, model.shadowing_decorrelation_m, rng)
             return
         params = _params(model)
-        # columns: LOS shadowing, NLOS shadowing, LOS-state variable, V2V blockage variable; unit σ, scaled later
+        # fields: LOS shadowing, NLOS shadowing, LOS-state variable, V2V blockage variable; unit σ, scaled later
         decorrelation = [*params.shadowing_decorrelation_m, params.los_decorrelation_m]
         if model.startswith("v2v"):
             decorrelation.append(params.shadowing_decorrelation_m[1])
         if model == "v2v-urban":
             decorrelation.append(_PARAMS["umi"].los_decorrelation_m)
-        self.blocked = np.zeros((0, num_rsus), dtype=bool)
-        self._fields = Shadowing(1.0, np.repeat(decorrelation, num_rsus), len(decorrelation) * num_rsus, rng)
+        self.blocked = np.zeros(0, dtype=bool)
+        self._fields = Shadowing(1.0, np.array(decorrelation), rng)
 
-    def update(self, ids: np.ndarray, xy_m: np.ndarray, distance_2d_m: np.ndarray, rsu_height_m: np.ndarray,
+    def update(self, ids: np.ndarray, xy_m: np.ndarray, links: Links, rsu_height_m: np.ndarray,
                vehicle_height_m: float) -> tuple[np.ndarray, np.ndarray]:
-        """(loss dB = path loss − shadowing gain, LOS bool), each (n, m), for vehicles `ids` (sorted)."""
-        fields = self._fields.update(ids, xy_m)
+        """(loss dB = path loss − shadowing gain, LOS bool), each (L,), of `links` for vehicles `ids` (sorted);
+        rsu_height_m has one entry per RSU."""
+        fields = self._fields.update(ids, xy_m, links)
         model = self.model
+        distance_2d_m, height_m = links.distance_2d_m, np.asarray(rsu_height_m, dtype=float)[links.rsu]
         if isinstance(model, SimplePathloss):
-            distance = np.hypot(distance_2d_m, rsu_height_m - vehicle_height_m)
+            distance = np.hypot(distance_2d_m, height_m - vehicle_height_m)
             loss = simple_pathloss_db(distance, model.reference_loss_db, model.reference_distance_m, model.exponent)
             loss -= fields
-            return loss, np.ones(fields.shape, dtype=bool)
-        m = self.num_rsus
-        los = ndtr(fields[:, 2 * m:3 * m]) < los_probability(model, distance_2d_m, vehicle_height_m)
+            return loss, np.ones(len(links), dtype=bool)
+        los = ndtr(fields[:, 2]) < los_probability(model, distance_2d_m, vehicle_height_m)
         blockage = 0.0
         if model.startswith("v2v"):
-            d_3d = np.hypot(distance_2d_m, rsu_height_m - vehicle_height_m)
-            blockage = vehicle_blockage_loss_db(d_3d, rsu_height_m, vehicle_height_m, fields[:, 3 * m:4 * m])
-        loss = pathloss_db(model, distance_2d_m, rsu_height_m, vehicle_height_m, self.carrier_hz, los, blockage)
+            d_3d = np.hypot(distance_2d_m, height_m - vehicle_height_m)
+            blockage = vehicle_blockage_loss_db(d_3d, height_m, vehicle_height_m, fields[:, 3])
+        loss = pathloss_db(model, distance_2d_m, height_m, vehicle_height_m, self.carrier_hz, los, blockage)
         std = shadowing_std_db(model, los)
         if model == "v2v-urban":
-            self.blocked = ndtr(fields[:, 4 * m:]) >= v2v_urban_clear_probability(distance_2d_m)
+            self.blocked = ndtr(fields[:, 4]) >= v2v_urban_clear_probability(distance_2d_m)
             los &= ~self.blocked
             loss = np.where(self.blocked, v2v_urban_nlos_pathloss_db(d_3d, self.carrier_hz), loss)
             std = np.where(self.blocked, V2V_NLOS_SHADOWING_STD_DB, std)
-        shadow = np.where(los, fields[:, :m], fields[:, m:2 * m]) * std
+        shadow = np.where(los, fields[:, 0], fields[:, 1]) * std
         return loss - shadow, los
 
 

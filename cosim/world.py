@@ -48,8 +48,7 @@ class World:
                                        time_to_trigger_s=scenario.rsu.time_to_trigger_s,
                                        interruption_s=scenario.rsu.handover_interruption_s,
                                        filter_k=scenario.rsu.l3_filter_k)
-        self.large_scale = LargeScaleChannel(_pathloss_model(ch), ch.carrier_hz, rsus.count,
-                                             stream(scenario.seed, "shadowing"))
+        self.large_scale = LargeScaleChannel(_pathloss_model(ch), ch.carrier_hz, stream(scenario.seed, "shadowing"))
         self.fading = _FastFading(ch, rsus.count, stream(scenario.seed, "fading"))
         self.on_handovers = on_handovers
         self.snapshot = Snapshot.empty(env.now)
@@ -86,17 +85,16 @@ class World:
 
     def refresh(self) -> None:
         snap = self.mobility.advance(self.env.now)
-        distance_2d = self.rsus.distances_m(snap.xy_m)
-        loss_db, _ = self.large_scale.update(snap.ids, snap.xy_m, distance_2d, self.rsus.height_m,
+        links = self.rsus.links(snap.xy_m)
+        loss_db, _ = self.large_scale.update(snap.ids, snap.xy_m, links, self.rsus.height_m,
                                              self.channel.vehicle_height_m)
         rsrp_dbm = 10 * np.log10(self.rsu_tx_power_w * 1e3) - loss_db
-        in_coverage = distance_2d <= self.rsus.radius_m[None, :]
-        serving, events = self.association.update(snap.time_s, snap.ids, rsrp_dbm, in_coverage)
-        rows = np.arange(len(snap.ids))
-        column = np.maximum(serving, 0)
-        self._path_gain = np.where(serving >= 0, db_to_linear(-loss_db[rows, column]), 0.0)
+        serving, events = self.association.update(snap.time_s, snap.ids, links, rsrp_dbm)
+        # The serving link of each vehicle; -1 (unserved) picks the appended entry: no gain, no distance.
+        at = links.find(np.arange(len(snap.ids)), serving)
+        self._path_gain = db_to_linear(-np.append(loss_db, np.inf)[at])
         self.gain = self._path_gain * self.fading.serving_links(snap, serving, self.association.candidates())
-        self.distance_m = np.where(serving >= 0, distance_2d[rows, column], np.nan)
+        self.distance_m = np.append(links.distance_2d_m, np.nan)[at]
         self.dwell_s = dwell_time_s(self.rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
         self.serving = serving
         self._assign_slots(snap.ids)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobility.errors import MobilityError
+from mobility.rsu import Links
 
 # Tolerance on the time-to-trigger comparison, so that k updates of dt trigger at k*dt despite float round-off.
 _TIME_EPS_S = 1e-9
@@ -53,8 +54,11 @@ def ping_pong_fraction(events: list[HandoverEvent], window_s: float = 10.0) -> f
 class Association:
     """Keeps each vehicle's serving RSU between updates; state lives in arrays aligned to the sorted ids.
 
-    RSRP passes the layer-3 filter (filter_k, per link, in dB as 38.331 filters logarithmic measurements; a new
-    vehicle's filter starts at its first measurement) before the A3 rules. A handover between two RSUs interrupts the
+    RSRP of the links in coverage passes the layer-3 filter (filter_k, per link, in dB as 38.331 filters
+    logarithmic measurements) before the A3 rules. A link's filter starts at its first measurement (F_0 = M_1,
+    38.331 §5.5.3.2) whenever the link appears: a new vehicle, or one entering an RSU's coverage, since a vehicle
+    measures only the cells it can hear; out-of-coverage links hold no state, which keeps a city's cost to the
+    few links each vehicle has. A handover between two RSUs interrupts the
     vehicle's link for interruption_s (detach, random access and path switch at the target); `interrupted(time_s)`
     says who is still inside that gap."""
 
@@ -73,7 +77,8 @@ class Association:
         self._ttt_s = float(time_to_trigger_s)
         self._filter_k = filter_k
         self._time_s = -np.inf
-        self._filtered = np.empty((0, 0))  # layer-3 filtered RSRP (n, m) in dBm
+        self._filtered = np.empty(0)  # layer-3 filtered RSRP of each link in dBm
+        self._links = Links.every(np.zeros((0, 0)))  # the links of the last update
         self._match: tuple[np.ndarray, ...] | None = None  # the last _align: (ids, last ids, its answer)
         self._ids = np.array([], dtype=str)
         self._serving = np.empty(0, dtype=np.int64)
@@ -81,47 +86,43 @@ class Association:
         self._since_s = np.empty(0, dtype=np.float64)  # when the A3 condition started holding for _candidate
         self._until_s = np.empty(0, dtype=np.float64)  # end of the current handover interruption (-inf if none)
 
-    def update(
-        self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
-    ) -> tuple[np.ndarray, list[HandoverEvent]]:
-        """Apply attach / coverage-loss / A3 rules for this instant; return serving (n,) int64 aligned with ids and
-        the handover events, in id order."""
-        ids, rsrp_dbm, in_coverage = self._check(time_s, ids, rsrp_dbm, in_coverage)
+    def update(self, time_s: float, ids: np.ndarray, links: Links,
+               rsrp_dbm: np.ndarray) -> tuple[np.ndarray, list[HandoverEvent]]:
+        """Apply attach / coverage-loss / A3 rules for this instant, given the RSRP (L,) of each link in coverage;
+        return serving (n,) int64 aligned with ids and the handover events, in id order."""
+        ids, rsrp_dbm = self._check(time_s, ids, links, rsrp_dbm)
         if self._filter_k:
-            if self._filtered.shape[1:] == rsrp_dbm.shape[1:] and len(self._ids) and len(ids):
+            at = np.full(len(links), -1, dtype=np.int64)
+            if len(self._ids) and len(ids):
                 known, _, every = self._align(ids)
-                a = l3_filter_weight(self._filter_k, time_s - self._time_s)
-                # In place over every row (a newcomer's row is then overwritten: its filter starts at its first
-                # measurement): far cheaper at city scale than boolean-mask indexing of (n, m) arrays.
-                filtered = self._filtered.take(every, axis=0)
-                filtered *= 1.0 - a
-                filtered += a * rsrp_dbm
-                filtered[~known] = rsrp_dbm[~known]
-                rsrp_dbm = filtered
-            else:
-                rsrp_dbm = rsrp_dbm.copy()  # held as the filter's state
+                at = links.carried_from(self._links, known, every)
+            a = l3_filter_weight(self._filter_k, time_s - self._time_s)
+            carried = at >= 0
+            rsrp_dbm = rsrp_dbm.copy()  # held as the filter's state
+            rsrp_dbm[carried] = (1.0 - a) * self._filtered[at[carried]] + a * rsrp_dbm[carried]
             self._filtered = rsrp_dbm
-        n, m = rsrp_dbm.shape
+        self._links = links
+        n = len(ids)
         rows = np.arange(n)
         serving = self._lookup(ids, self._serving, -1)
         candidate = self._lookup(ids, self._candidate, -1)
         since = self._lookup(ids, self._since_s, np.nan)
         until = self._lookup(ids, self._until_s, -np.inf)
 
-        if m == 0:
-            best = np.full(n, -1, dtype=np.int64)
-        else:
-            masked = np.where(in_coverage, rsrp_dbm, -np.inf)
-            best = np.where(in_coverage.any(axis=1), np.argmax(masked, axis=1), -1).astype(np.int64)
+        # The strongest covering RSU of each vehicle (the lowest index on a tie), -1 where none covers it.
+        best, best_rsrp = np.full(n, -1, dtype=np.int64), np.full(n, -np.inf)
+        order = np.lexsort((-rsrp_dbm, links.row))  # by vehicle, strongest first; stable, so RSU order on ties
+        first = order[np.r_[True, links.row[order][1:] != links.row[order][:-1]]] if len(links) else order
+        best[links.row[first]], best_rsrp[links.row[first]] = links.rsu[first], rsrp_dbm[first]
 
-        serving_ok = serving >= 0
-        serving_ok[serving_ok] = in_coverage[rows[serving_ok], serving[serving_ok]]
+        serving_link = links.find(rows, serving)
+        serving_ok = serving_link >= 0
         # Unserved, or lost the serving RSU's coverage: take the strongest covering RSU now (or none).
         new = np.where(serving_ok, serving, best)
 
         # A3: a covered vehicle hands over once the best RSU beats the serving one by the margin for ttt.
         a3 = serving_ok & (best != serving)
-        a3[a3] = rsrp_dbm[rows[a3], best[a3]] - rsrp_dbm[rows[a3], serving[a3]] > self._hysteresis_db
+        a3[a3] = best_rsrp[a3] - rsrp_dbm[serving_link[a3]] > self._hysteresis_db
         restart = a3 & (candidate != best)
         since[restart] = time_s
         candidate = np.where(a3, best, -1)
@@ -180,9 +181,8 @@ class Association:
             self._match = (ids, self._ids, known, pos[known], pos)
         return self._match[2], self._match[3], self._match[4]
 
-    def _check(
-        self, time_s: float, ids: np.ndarray, rsrp_dbm: np.ndarray, in_coverage: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _check(self, time_s: float, ids: np.ndarray, links: Links,
+               rsrp_dbm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if time_s < self._time_s:
             raise MobilityError(
                 f"Association.update: time_s={time_s} is before the previous update "
@@ -190,18 +190,15 @@ class Association:
             )
         ids = np.asarray(ids, dtype=str)
         rsrp_dbm = np.asarray(rsrp_dbm, dtype=np.float64)
-        in_coverage = np.asarray(in_coverage)
         if ids.ndim != 1:
             raise MobilityError(f"Association.update: ids must be 1-D, got shape {ids.shape}")
         if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
             raise MobilityError(
                 "Association.update: ids must be unique and sorted ascending (np.sort), as in Snapshot.ids"
             )
-        if rsrp_dbm.ndim != 2 or rsrp_dbm.shape[0] != len(ids):
-            raise MobilityError(f"Association.update: rsrp_dbm must have shape (n={len(ids)}, m), got {rsrp_dbm.shape}")
-        if in_coverage.shape != rsrp_dbm.shape or in_coverage.dtype != np.bool_:
-            raise MobilityError(
-                f"Association.update: in_coverage must be a bool array of shape {rsrp_dbm.shape} "
-                f"like rsrp_dbm, got {in_coverage.dtype} {in_coverage.shape}"
-            )
-        return ids, rsrp_dbm, in_coverage
+        if rsrp_dbm.shape != (len(links),):
+            raise MobilityError(f"Association.update: rsrp_dbm must have one entry per link ({len(links)}), got "
+                                f"shape {rsrp_dbm.shape}")
+        if len(links) and links.row[-1] >= len(ids):
+            raise MobilityError(f"Association.update: links name vehicle row {links.row[-1]} of {len(ids)} ids")
+        return ids, rsrp_dbm

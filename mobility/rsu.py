@@ -48,6 +48,26 @@ class RsuLayout:
         """Number of RSUs."""
         return len(self.xy_m)
 
+    def links(self, xy_m: np.ndarray) -> Links:
+        """The vehicle–RSU pairs in coverage (horizontal distance ≤ the RSU's radius), found through a grid of
+        cells that lists the RSUs able to cover each cell: O(vehicles × RSUs per cell), not vehicles × RSUs, which
+        is what makes a city of 10k vehicles and 100 RSUs cheap. Distances are computed exactly as `distances_m`."""
+        xy = np.asarray(xy_m, dtype=np.float64)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise MobilityError(f"links expects vehicle positions of shape (n, 2), got {xy.shape}")
+        candidates = self._coverage_grid.candidates(xy)  # (n, k) RSU indices, -1 pads
+        rsu = np.maximum(candidates, 0)
+        dx = xy[:, 0, None] - self.xy_m[rsu, 0]
+        dy = xy[:, 1, None] - self.xy_m[rsu, 1]
+        distance = np.sqrt(dx * dx + dy * dy)
+        covered = (candidates >= 0) & (distance <= self.radius_m[rsu])
+        row, column = np.nonzero(covered)  # row-major: by vehicle, then by RSU (each cell's list is sorted)
+        return Links(row, rsu[row, column], distance[row, column], self.count)
+
+    @functools.cached_property
+    def _coverage_grid(self) -> _CoverageGrid:
+        return _CoverageGrid(self)
+
     def distances_m(self, xy_m: np.ndarray) -> np.ndarray:
         """(n, m) horizontal distances from each vehicle to each RSU."""
         xy = np.asarray(xy_m, dtype=np.float64)
@@ -59,6 +79,99 @@ class RsuLayout:
         dy *= dy
         dx += dy
         return np.sqrt(dx, out=dx)  # in place: one (n, m) temporary less than hypot, which a city tick feels
+
+
+@dataclass(frozen=True)
+class Links:
+    """Vehicle–RSU links of one instant, sorted by (vehicle row, RSU): the only links the radio layer computes.
+    A vehicle is in the coverage of a few RSUs, so at city scale this is a small fraction of vehicles × RSUs."""
+
+    row: np.ndarray  # (L,) int64: the vehicle's index in the snapshot's sorted ids
+    rsu: np.ndarray  # (L,) int64
+    distance_2d_m: np.ndarray  # (L,)
+    num_rsus: int
+
+    @classmethod
+    def every(cls, distance_2d_m: np.ndarray) -> Links:
+        """Every vehicle to every RSU (small cells, reference computations): distance_2d_m is (n, m)."""
+        n, m = distance_2d_m.shape
+        return cls(np.repeat(np.arange(n), m), np.tile(np.arange(m), n), distance_2d_m.ravel(), m)
+
+    @classmethod
+    def covered(cls, distance_2d_m: np.ndarray, in_coverage: np.ndarray) -> Links:
+        """The links where in_coverage (n, m) holds."""
+        row, rsu = np.nonzero(in_coverage)
+        return cls(row, rsu, distance_2d_m[row, rsu], distance_2d_m.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @functools.cached_property
+    def key(self) -> np.ndarray:
+        """row · num_rsus + rsu: ascending, so a link is found by binary search."""
+        return self.row * self.num_rsus + self.rsu
+
+    def carried_from(self, previous: Links, vehicle_known: np.ndarray, previous_row: np.ndarray) -> np.ndarray:
+        """Index in `previous` of each of these links (its vehicle known before at previous_row, same RSU), -1 for
+        a link that is new: how per-link state follows vehicles from one instant to the next."""
+        if not len(previous):
+            return np.full(len(self), -1, dtype=np.int64)
+        at = previous.find(previous_row[self.row], self.rsu)
+        return np.where(vehicle_known[self.row], at, -1)
+
+    def find(self, row: np.ndarray, rsu: np.ndarray) -> np.ndarray:
+        """Index of each link (row[i], rsu[i]), -1 where there is none (rsu -1 included)."""
+        key = np.asarray(row, dtype=np.int64) * self.num_rsus + rsu
+        at = np.minimum(np.searchsorted(self.key, key), max(len(self) - 1, 0))
+        found = (np.asarray(rsu) >= 0) & (self.key[at] == key) if len(self) else np.zeros(len(key), dtype=bool)
+        return np.where(found, at, -1)
+
+
+class _CoverageGrid:
+    """Square cells over the RSUs' coverage box; each cell lists (ascending, padded with -1) every RSU whose disc
+    touches it, so a vehicle's covering RSUs are among its cell's few. Points outside the box are covered by no RSU
+    and are clipped to an edge cell, whose exact distance test then rejects them."""
+
+    MAX_CELLS = 1 << 20
+
+    def __init__(self, layout: RsuLayout) -> None:
+        low = (layout.xy_m - layout.radius_m[:, None]).min(axis=0) if layout.count else np.zeros(2)
+        high = (layout.xy_m + layout.radius_m[:, None]).max(axis=0) if layout.count else np.ones(2)
+        extent = np.maximum(high - low, 1e-9)
+        # Half the median radius keeps each cell's list short; large sparse layouts get coarser cells instead of
+        # more memory.
+        cell = max(0.5 * float(np.median(layout.radius_m)) if layout.count else 1.0,
+                   math.sqrt(float(extent[0] * extent[1]) / self.MAX_CELLS))
+        self.low, self.cell = low, cell
+        self.shape = (int(extent[0] // cell) + 1, int(extent[1] // cell) + 1)
+        cells, members = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        for j, ((x, y), r) in enumerate(zip(layout.xy_m, layout.radius_m, strict=True)):
+            ix = np.arange(*self._span(x, r, 0))
+            iy = np.arange(*self._span(y, r, 1))
+            # the point of each cell nearest the RSU, then the disc test
+            nx = np.clip(x, low[0] + ix * cell, low[0] + (ix + 1) * cell) - x
+            ny = np.clip(y, low[1] + iy * cell, low[1] + (iy + 1) * cell) - y
+            cx, cy = np.nonzero(nx[:, None] ** 2 + ny[None, :] ** 2 <= r * r * (1 + 1e-9))
+            cells.append(ix[cx] * self.shape[1] + iy[cy])
+            members.append(np.full(len(cx), j, dtype=np.int64))
+        cell_of, rsu = np.concatenate(cells), np.concatenate(members)
+        order = np.lexsort((rsu, cell_of))
+        cell_of, rsu = cell_of[order], rsu[order]
+        starts = np.searchsorted(cell_of, cell_of)  # first entry of each entry's cell
+        self.table = np.full((self.shape[0] * self.shape[1], max(1, int(np.bincount(cell_of).max(initial=0)))), -1,
+                             dtype=np.int64)
+        self.table[cell_of, np.arange(len(cell_of)) - starts] = rsu
+
+    def _span(self, centre: float, radius: float, axis: int) -> tuple[int, int]:
+        first = math.floor((centre - radius - self.low[axis]) / self.cell)
+        last = math.floor((centre + radius - self.low[axis]) / self.cell)
+        return max(first, 0), min(last, self.shape[axis] - 1) + 1
+
+    def candidates(self, xy: np.ndarray) -> np.ndarray:
+        """(n, k) RSUs listed for each point's cell."""
+        ix = np.clip(np.floor((xy[:, 0] - self.low[0]) / self.cell), 0, self.shape[0] - 1).astype(np.int64)
+        iy = np.clip(np.floor((xy[:, 1] - self.low[1]) / self.cell), 0, self.shape[1] - 1).astype(np.int64)
+        return self.table[ix * self.shape[1] + iy]
 
 
 def net_bounds(net_file: Path) -> tuple[float, float, float, float]:

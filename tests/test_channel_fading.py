@@ -7,6 +7,7 @@ import pytest
 from scipy.special import j0
 
 from cosim.channel import CorrelatedFading, Shadowing, doppler_hz, rayleigh_power, rician_power
+from mobility.rsu import Links
 
 
 def estimated_k(power):
@@ -35,20 +36,21 @@ def test_rician_power_has_unit_mean_and_its_k_factor(k):
 
 def test_shadowing_correlation_at_decorrelation_distance_is_1_over_e():
     sigma, d_corr, n = 6.0, 20.0, 20_000
-    shadowing = Shadowing(sigma, d_corr, num_rsus=1, rng=np.random.default_rng(1))
-    ids = vehicle_ids(n)
-    first = shadowing.update(ids, np.zeros((n, 2)))[:, 0].copy()
-    second = shadowing.update(ids, np.column_stack([np.full(n, d_corr), np.zeros(n)]))[:, 0]
+    shadowing = Shadowing(sigma, d_corr, rng=np.random.default_rng(1))
+    ids, links = vehicle_ids(n), Links.every(np.zeros((n, 1)))
+    first = shadowing.update(ids, np.zeros((n, 2)), links).copy()
+    second = shadowing.update(ids, np.column_stack([np.full(n, d_corr), np.zeros(n)]), links)
     assert first.std() == pytest.approx(sigma, rel=0.03)
     assert second.std() == pytest.approx(sigma, rel=0.03)
     assert np.corrcoef(first, second)[0, 1] == pytest.approx(math.exp(-1), abs=0.03)
 
 
 def test_shadowing_newcomers_are_independent_of_leavers():
-    shadowing = Shadowing(4.0, 10.0, num_rsus=2, rng=np.random.default_rng(2))
-    a = shadowing.update(np.array(["a", "b"]), np.zeros((2, 2))).copy()
-    b = shadowing.update(np.array(["b", "c"]), np.zeros((2, 2)))
-    np.testing.assert_array_equal(b[0], a[1])  # b did not move: its shadowing is unchanged
+    shadowing = Shadowing(4.0, 10.0, rng=np.random.default_rng(2))
+    links = Links.every(np.zeros((2, 2)))
+    a = shadowing.update(np.array(["a", "b"]), np.zeros((2, 2)), links).copy()
+    b = shadowing.update(np.array(["b", "c"]), np.zeros((2, 2)), links)
+    np.testing.assert_array_equal(b[:2], a[2:])  # b did not move: its shadowing is unchanged
 
 
 def snapshots(k_factor, n=4_000, m=5, count=10, seed=3):

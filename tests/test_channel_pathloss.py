@@ -26,6 +26,7 @@ from cosim.channel import (
     v2v_urban_nlos_pathloss_db,
     vehicle_blockage_loss_db,
 )
+from mobility.rsu import Links
 
 log10 = math.log10
 
@@ -180,52 +181,60 @@ def test_sample_pathloss_draws_los_with_its_probability_and_expects_the_mean_gai
     assert np.all(v2v >= v2v_pathloss_db(d[:1000], 5.9e9, "highway", True) - 1e-12)
 
 
-def test_shadowing_with_per_column_decorrelation():
+def test_shadowing_with_a_decorrelation_distance_per_field():
     n = 20_000
-    shadowing = Shadowing(1.0, np.array([10.0, 40.0]), num_rsus=2, rng=np.random.default_rng(3))
+    shadowing = Shadowing(1.0, np.array([10.0, 40.0]), rng=np.random.default_rng(3))
     ids = np.array([f"v{i:05d}" for i in range(n)])
-    first = shadowing.update(ids, np.zeros((n, 2))).copy()
-    second = shadowing.update(ids, np.column_stack([np.full(n, 10.0), np.zeros(n)]))
+    links = Links.every(np.zeros((n, 1)))
+    first = shadowing.update(ids, np.zeros((n, 2)), links).copy()
+    second = shadowing.update(ids, np.column_stack([np.full(n, 10.0), np.zeros(n)]), links)
     assert np.corrcoef(first[:, 0], second[:, 0])[0, 1] == pytest.approx(math.exp(-1), abs=0.03)
     assert np.corrcoef(first[:, 1], second[:, 1])[0, 1] == pytest.approx(math.exp(-0.25), abs=0.03)
 
 
-def test_shadowing_follows_gudmundson_exactly_as_vehicles_come_and_go():
-    decorrelation = np.array([10.0, 10.0, 40.0, 40.0])  # two fields over two RSUs
-    shadowing = Shadowing(2.0, decorrelation, num_rsus=4, rng=np.random.default_rng(5))
+def test_shadowing_follows_gudmundson_exactly_as_vehicles_and_links_come_and_go():
+    decorrelation = np.array([10.0, 40.0])  # two fields per link
+    shadowing = Shadowing(2.0, decorrelation, rng=np.random.default_rng(5))
     twin = np.random.default_rng(5)
-    first = shadowing.update(np.array(["a", "b", "c"]), np.zeros((3, 2))).copy()
-    assert np.array_equal(first, 2.0 * twin.standard_normal((3, 4)))  # no history: a fresh draw
-    # "b" has left, "a" moved 5 m, "c" stayed, "0" is new (sorts first).
-    second = shadowing.update(np.array(["0", "a", "c"]), np.array([[9.0, 9.0], [3.0, 4.0], [0.0, 0.0]]))
-    rho = np.exp(-np.array([[np.inf], [5.0], [0.0]]) / decorrelation)
-    expected = rho * np.stack([np.zeros(4), first[0], first[2]]) + np.sqrt(1 - rho**2) * 2.0 * twin.standard_normal(
-        (3, 4))
+    every = Links.every(np.zeros((3, 2)))
+    first = shadowing.update(np.array(["a", "b", "c"]), np.zeros((3, 2)), every).copy()
+    assert np.array_equal(first, 2.0 * twin.standard_normal((6, 2)))  # no history: a fresh draw
+    # "b" has left, "a" moved 5 m and left RSU 0's coverage, "c" stayed, "0" is new (sorts first).
+    links = Links(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 0, 1]), np.zeros(5), 2)
+    second = shadowing.update(np.array(["0", "a", "c"]), np.array([[9.0, 9.0], [3.0, 4.0], [0.0, 0.0]]), links)
+    rho = np.exp(-np.array([[np.inf], [np.inf], [5.0], [0.0], [0.0]]) / decorrelation)
+    before = np.stack([np.zeros(2), np.zeros(2), first[1], first[4], first[5]])
+    expected = rho * before + np.sqrt(1 - rho**2) * 2.0 * twin.standard_normal((5, 2))
     assert np.array_equal(second, expected)
+    # "a" comes back into RSU 0's coverage: that link starts afresh, its other link carries on.
+    third = shadowing.update(np.array(["a"]), np.array([[3.0, 4.0]]), Links.every(np.zeros((1, 2))))
+    expected = np.stack([np.zeros(2), second[2]]) + np.stack([np.ones(2), np.zeros(2)]) * 2.0 * twin.standard_normal(
+        (2, 2))
+    assert np.array_equal(third, expected)
 
 
 def _links(n, m, distance):
     ids = np.array([f"v{i:05d}" for i in range(n)])
-    return ids, np.zeros((n, 2)), np.full((n, m), distance)
+    return ids, np.zeros((n, 2)), Links.every(np.full((n, m), distance))
 
 
 def test_large_scale_simple_model_reproduces_the_seed_world():
     ids, xy, d = _links(50, 3, 120.0)
     heights = np.array([10.0, 10.0, 12.0])
     model = SimplePathloss(38.0, 1.0, 3.0, 4.0, 10.0)
-    loss, los = LargeScaleChannel(model, 2e9, 3, np.random.default_rng(4)).update(ids, xy, d, heights, 1.5)
-    shadow = Shadowing(4.0, 10.0, 3, np.random.default_rng(4)).update(ids, xy)
-    seed_gain_db = -simple_pathloss_db(np.hypot(d, heights - 1.5), 38.0, 1.0, 3.0) + shadow
+    loss, los = LargeScaleChannel(model, 2e9, np.random.default_rng(4)).update(ids, xy, d, heights, 1.5)
+    shadow = Shadowing(4.0, 10.0, np.random.default_rng(4)).update(ids, xy, d)
+    seed_gain_db = -simple_pathloss_db(np.hypot(d.distance_2d_m, heights[d.rsu] - 1.5), 38.0, 1.0, 3.0) + shadow
     np.testing.assert_array_equal(-loss, seed_gain_db)
     assert los.all()
 
 
 def test_large_scale_umi_state_frequency_shadowing_and_persistence():
     ids, xy, d = _links(20_000, 2, 60.0)
-    channel = LargeScaleChannel("umi", 3.5e9, 2, np.random.default_rng(5))
+    channel = LargeScaleChannel("umi", 3.5e9, np.random.default_rng(5))
     loss, los = channel.update(ids, xy, d, np.array([10.0, 10.0]), 1.5)
     assert los.mean() == pytest.approx(float(los_probability("umi", np.array(60.0))), abs=0.01)
-    shadow = umi_pathloss_db(d, 10.0, 1.5, 3.5e9, los) - loss
+    shadow = umi_pathloss_db(d.distance_2d_m, 10.0, 1.5, 3.5e9, los) - loss
     assert shadow[los].std() == pytest.approx(4.0, rel=0.03)
     assert shadow[~los].std() == pytest.approx(7.82, rel=0.03)
     again, los_again = channel.update(ids, xy, d, np.array([10.0, 10.0]), 1.5)  # nobody moved: nothing changes
@@ -235,10 +244,10 @@ def test_large_scale_umi_state_frequency_shadowing_and_persistence():
 
 def test_large_scale_v2v_adds_blockage_only_without_los():
     ids, xy, d = _links(5_000, 1, 200.0)
-    loss, los = LargeScaleChannel("v2v-highway", 5.9e9, 1, np.random.default_rng(6)).update(ids, xy, d,
-                                                                                           np.array([1.5]), 1.5)
+    loss, los = LargeScaleChannel("v2v-highway", 5.9e9, np.random.default_rng(6)).update(ids, xy, d,
+                                                                                        np.array([1.5]), 1.5)
     assert los.mean() == pytest.approx(float(los_probability("v2v-highway", np.array(200.0))), abs=0.02)
-    excess = loss - v2v_pathloss_db(d, 5.9e9, "highway", True)
+    excess = loss - v2v_pathloss_db(d.distance_2d_m, 5.9e9, "highway", True)
     # NLOSv: blockage with mean ≈ E[max(0, N(9, 4.5))] ≈ 9.0 dB on top of 3 dB shadowing
     assert excess[~los].mean() == pytest.approx(9.0, abs=0.4)
     assert abs(excess[los].mean()) < 0.2
@@ -249,7 +258,7 @@ def test_large_scale_v2v_urban_draws_building_nlos_with_its_sigma():
     clear links split into LOS and NLOSv by 37.885's P_LOS. Monte Carlo within 3 standard errors."""
     n, distance = 40_000, 60.0
     ids, xy, d = _links(n, 1, distance)
-    channel = LargeScaleChannel("v2v-urban", 5.9e9, 1, np.random.default_rng(7))
+    channel = LargeScaleChannel("v2v-urban", 5.9e9, np.random.default_rng(7))
     loss, los = channel.update(ids, xy, d, np.array([1.5]), 1.5)
     blocked = channel.blocked
     p_nlos = 1.0 - float(v2v_urban_clear_probability(np.array(distance)))
@@ -259,8 +268,8 @@ def test_large_scale_v2v_urban_draws_building_nlos_with_its_sigma():
     p_los = float(los_probability("v2v-urban", np.array(distance)))
     clear = ~blocked
     assert abs(los[clear].mean() - p_los) < 3 * np.sqrt(p_los * (1 - p_los) / clear.sum())
-    shadow = v2v_urban_nlos_pathloss_db(d, 5.9e9)[blocked] - loss[blocked]
+    shadow = v2v_urban_nlos_pathloss_db(d.distance_2d_m, 5.9e9)[blocked] - loss[blocked]
     assert abs(shadow.std() - V2V_NLOS_SHADOWING_STD_DB) < 3 * V2V_NLOS_SHADOWING_STD_DB / np.sqrt(2 * blocked.sum())
     assert abs(shadow.mean()) < 3 * V2V_NLOS_SHADOWING_STD_DB / np.sqrt(blocked.sum())
-    los_shadow = v2v_pathloss_db(d, 5.9e9, "urban", True)[los] - loss[los]
+    los_shadow = v2v_pathloss_db(d.distance_2d_m, 5.9e9, "urban", True)[los] - loss[los]
     assert abs(los_shadow.std() - 3.0) < 3 * 3.0 / np.sqrt(2 * los.sum())

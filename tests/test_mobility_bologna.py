@@ -32,9 +32,9 @@ def test_live_bologna_reaches_several_hundred_concurrent_vehicles_with_handovers
         counts, handovers, interrupted = [], 0, 0
         for t in np.arange(simulation["start_s"], simulation["start_s"] + 60.0, tick):
             snap = mobility.advance(float(t))
-            distance = rsus.distances_m(snap.xy_m)
-            rsrp_dbm = 30.0 - 38.0 - 35.0 * np.log10(np.hypot(distance, rsus.height_m - 1.5))
-            serving, events = assoc.update(snap.time_s, snap.ids, rsrp_dbm, distance <= rsus.radius_m)
+            links = rsus.links(snap.xy_m)
+            rsrp_dbm = 30.0 - 38.0 - 35.0 * np.log10(np.hypot(links.distance_2d_m, rsus.height_m[links.rsu] - 1.5))
+            serving, events = assoc.update(snap.time_s, snap.ids, links, rsrp_dbm)
             dwell = dwell_time_s(rsus, serving, snap.xy_m, snap.speed_mps, snap.heading_rad)
             counts.append(snap.count)
             handovers += sum(e.from_rsu >= 0 and e.to_rsu >= 0 for e in events)
