@@ -234,6 +234,18 @@ def test_filtered_rsrp_moves_a_fraction_of_the_way_and_starts_at_the_first_measu
     assert serving.tolist() == [1] and events == [HandoverEvent(0.6, "a", 0, 1)]
 
 
+@pytest.mark.parametrize(("rsu1_at_0_2", "handover_at_0_4"), [(np.nan, True), (-80.0, False)])
+def test_a_link_entering_coverage_restarts_its_filter(rsu1_at_0_2, handover_at_0_4):
+    """38.331: F_0 = M_1. RSU 1 heard at -80, then out of coverage, then back at -60: its filter restarts at -60,
+    10 dB above RSU 0, so the vehicle hands over at once; had it stayed in coverage, the filter would read -70."""
+    assoc = Association(hysteresis_db=3.0, filter_k=4)
+    assoc.update(0.0, _ids("a"), *_cov([[-70.0, -80.0]]))
+    assoc.update(0.2, _ids("a"), *_cov([[-70.0, rsu1_at_0_2]]))
+    serving, events = assoc.update(0.4, _ids("a"), *_cov([[-70.0, -60.0]]))
+    assert serving.tolist() == ([1] if handover_at_0_4 else [0])
+    assert events == ([HandoverEvent(0.4, "a", 0, 1)] if handover_at_0_4 else [])
+
+
 def _shadowed_route(filter_k: int, seed: int) -> list[HandoverEvent]:
     """40 cars along a road past RSUs 500 m apart, with 6 dB shadowing correlated over 20 m (Gudmundson), ticks of
     0.5 s, 3 dB hysteresis and 0.5 s time-to-trigger: the Bologna scenario's settings."""

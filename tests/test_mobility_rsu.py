@@ -7,6 +7,7 @@ import pytest
 
 from mobility.errors import MobilityError
 from mobility.rsu import (
+    Links,
     RsuLayout,
     dwell_time_s,
     file_layout,
@@ -45,6 +46,36 @@ def test_distances_are_vehicle_by_rsu():
     assert d.shape == (3, 2)
     np.testing.assert_allclose(d, [[5.0, np.hypot(7, 4)], [10.0, 0.0], [np.hypot(10, 10), 10.0]])
     assert layout.distances_m(np.empty((0, 2))).shape == (0, 2)
+
+
+@pytest.mark.parametrize("layout", [
+    grid_layout((0.0, 0.0, 6000.0, 4000.0), rows=6, cols=9, radius_m=500.0, height_m=10.0, bandwidth_hz=1e7),
+    RsuLayout(np.random.default_rng(1).uniform(0, 3000, (40, 2)), np.random.default_rng(2).uniform(20, 900, 40),
+              np.full(40, 10.0), np.full(40, 1e7)),  # irregular sites, radii from 20 to 900 m
+    RsuLayout(np.array([[0.0, 0.0], [1e5, 1e5]]), np.array([5.0, 5.0]), np.zeros(2), np.ones(2)),  # coarse cells
+], ids=["grid", "irregular", "sparse"])
+def test_links_are_exactly_the_pairs_in_coverage(layout):
+    xy = np.random.default_rng(3).uniform(-1500, 7500, (20_000, 2))
+    xy[:50] = layout.xy_m[np.arange(50) % layout.count] + [[0.0, 0.0]]  # on a site
+    xy[50:100] = layout.xy_m[np.arange(50) % layout.count] + np.column_stack(  # exactly on a disc's rim
+        [layout.radius_m[np.arange(50) % layout.count], np.zeros(50)])
+    distance = layout.distances_m(xy)
+    row, rsu = np.nonzero(distance <= layout.radius_m)
+    links = layout.links(xy)
+    np.testing.assert_array_equal(links.row, row)
+    np.testing.assert_array_equal(links.rsu, rsu)
+    np.testing.assert_array_equal(links.distance_2d_m, distance[row, rsu])  # the same bits as distances_m
+
+
+def test_links_find_and_follow_vehicles_from_one_instant_to_the_next():
+    before = Links(np.array([0, 0, 1, 2]), np.array([1, 3, 0, 3]), np.zeros(4), 4)
+    np.testing.assert_array_equal(before.find(np.array([0, 2, 1, 1]), np.array([3, 3, 1, -1])), [1, 3, -1, -1])
+    # Vehicle rows now: 0 is new, 1 was row 0, 2 was row 2; row 1 left. Same RSU, same vehicle: carried.
+    after = Links(np.array([0, 1, 1, 2]), np.array([1, 1, 2, 3]), np.zeros(4), 4)
+    known, previous_row = np.array([False, True, True]), np.array([0, 0, 2])
+    np.testing.assert_array_equal(after.carried_from(before, known, previous_row), [-1, 0, -1, 3])
+    assert len(Links.every(np.zeros((3, 2)))) == 6
+    np.testing.assert_array_equal(after.carried_from(Links.every(np.zeros((0, 4))), known, previous_row), [-1] * 4)
 
 
 @pytest.mark.parametrize(
