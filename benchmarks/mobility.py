@@ -4,7 +4,7 @@ The same deterministic SUMO simulation (a grid of 200 m blocks, 2 lanes, random 
 lockstep, one mobility tick at a time, taking turns so that load from other processes hits both alike:
   * SUMO alone, in a worker process: bare simulationStep, nothing subscribed or read back;
   * the full layer, here: SumoMobility.advance (every vehicle's position, speed and heading), then World.refresh,
-    the radio world of a run: path loss and shadowing of every vehicle–RSU link, layer-3 filtered association with
+    the radio world of a run: the links in coverage, their path loss and shadowing, layer-3 filtered association with
     hysteresis and time-to-trigger, fast fading of the serving and candidate links, dwell times, batteries.
 For each size the window is the --window ticks after the vehicle count first reaches it; per-tick medians, and the
 ratio full layer / SUMO alone. Then the warm start: reaching the window's start by re-simulating from 0 s against

@@ -56,7 +56,7 @@ def test_distances_are_vehicle_by_rsu():
 ], ids=["grid", "irregular", "sparse"])
 def test_links_are_exactly_the_pairs_in_coverage(layout):
     xy = np.random.default_rng(3).uniform(-1500, 7500, (20_000, 2))
-    xy[:50] = layout.xy_m[np.arange(50) % layout.count] + [[0.0, 0.0]]  # on a site
+    xy[:50] = layout.xy_m[np.arange(50) % layout.count]  # on a site
     xy[50:100] = layout.xy_m[np.arange(50) % layout.count] + np.column_stack(  # exactly on a disc's rim
         [layout.radius_m[np.arange(50) % layout.count], np.zeros(50)])
     distance = layout.distances_m(xy)
