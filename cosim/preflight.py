@@ -109,14 +109,15 @@ def tasks_problems(scenario: Scenario) -> list[str]:
 
 
 def _model_problems(cfg: LearningConfig, outline: BackboneOutline) -> list[str]:
+    from models.backbone import lora_rank_problem
+
     problems = []
     missing = [target for target in cfg.lora_targets if target not in outline.linear_names]
     if missing:
         problems.append(f"learning.lora_targets: {', '.join(map(repr, missing))} not a linear layer of {cfg.model}'s "
                         f"encoder; choose among {', '.join(sorted(outline.linear_names))}")
-    if cfg.lora_rank > outline.hidden_size:
-        problems.append(f"learning.lora_rank: must be <= the model's hidden size {outline.hidden_size}, "
-                        f"got {cfg.lora_rank}")
+    if rank_problem := lora_rank_problem(cfg.lora_rank, outline.lora_width):
+        problems.append(rank_problem)
     if outline.max_positions is not None and cfg.max_length > outline.max_positions:
         problems.append(f"learning.max_length: must be <= {outline.max_positions} (the model's position embeddings), "
                         f"got {cfg.max_length}")

@@ -170,7 +170,7 @@ class BackboneOutline:
 
     modality: Literal["text", "image"]
     linear_names: frozenset[str]  # leaf names of the encoder's linear layers: what LoRA targets can name
-    hidden_size: int
+    lora_width: int  # the most components a LoRA factor of its encoder can have: lora_width(config)
     max_positions: int | None  # tokens a text model takes (position embeddings); None for images
     image_shape: tuple[int, int, int] | None  # (channels, height, width) an image model takes; None for text
 
@@ -194,8 +194,22 @@ def outline_backbone(name: str) -> BackboneOutline:
     linear_names = frozenset(module_leaf_names(encoder, nn.Linear))
     if config.model_type == "vit":
         shape = (config.num_channels, config.image_size, config.image_size)
-        return BackboneOutline("image", linear_names, config.hidden_size, None, shape)
-    return BackboneOutline("text", linear_names, config.hidden_size, config.max_position_embeddings, None)
+        return BackboneOutline("image", linear_names, lora_width(config), None, shape)
+    return BackboneOutline("text", linear_names, lora_width(config), config.max_position_embeddings, None)
+
+
+def lora_width(config: PretrainedConfig) -> int:
+    """A factor of a d×k layer has at most min(d, k) components, and the encoder's layers are hidden × hidden and
+    hidden × intermediate."""
+    return min(config.hidden_size, config.intermediate_size)
+
+
+def lora_rank_problem(rank: int, width: int) -> str | None:
+    """The one message for a rank the model cannot hold (validation and model loading both use it)."""
+    if rank <= width:
+        return None
+    return (f"learning.lora_rank: {rank} exceeds the model's width {width} (the smaller of its hidden and "
+            f"intermediate sizes: a LoRA factor cannot have more components); lower it")
 
 
 def module_leaf_names(module: nn.Module, kind: type[nn.Module] = nn.Module) -> set[str]:

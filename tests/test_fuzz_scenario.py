@@ -104,7 +104,7 @@ OVERRIDES = [
     ("lora-target-not-linear", ['learning.lora_targets=["LayerNorm"]'], "learning.lora_targets: 'LayerNorm'"),
     ("lora-targets-empty", ["learning.lora_targets=[]"], "learning.lora_targets"),
     ("lora-targets-string", ['learning.lora_targets="query"'], "learning.lora_targets: must be a list"),
-    ("lora-rank-too-big", ["learning.lora_rank=64"], "learning.lora_rank: must be <= the model's hidden size 32"),
+    ("lora-rank-too-big", ["learning.lora_rank=64"], "learning.lora_rank: 64 exceeds the model's width 32"),
     ("max-length-positions", ["learning.max_length=1024"], "learning.max_length: must be <= 512"),
     ("dirichlet-1e-9", ['learning.partition="dirichlet"', "learning.dirichlet_alpha=1e-9"],
      "learning.dirichlet_alpha: must be >= 0.01"),

@@ -48,9 +48,9 @@ def test_glue_pairs_keep_glue_ids():
 def test_outline_reads_no_weights():
     tiny = outline_backbone("tiny-bert")
     assert {"query", "key", "value", "dense"} <= tiny.linear_names and "LayerNorm" not in tiny.linear_names
-    assert (tiny.modality, tiny.hidden_size, tiny.max_positions, tiny.image_shape) == ("text", 32, 512, None)
+    assert (tiny.modality, tiny.lora_width, tiny.max_positions, tiny.image_shape) == ("text", 32, 512, None)
     minilm = outline_backbone("minilm")
-    assert (minilm.hidden_size, minilm.max_positions) == (384, 512)
+    assert (minilm.lora_width, minilm.max_positions) == (384, 512)
     vit = outline_backbone("tiny-vit")
     assert vit.modality == "image" and vit.image_shape == (1, 8, 8) and "q_proj" in vit.linear_names
 

@@ -16,7 +16,7 @@ from cosim.federation.task import Task
 from cosim.payload import WIRE_BITS, Leg, Payload
 from cosim.scenario import LearningConfig, ScenarioError, TaskConfig
 from models.aggregate import fedavg, hetlora
-from models.backbone import SplitClassifier, load_backbone
+from models.backbone import SplitClassifier, load_backbone, lora_rank_problem, lora_width
 from models.data import EncodedData, client_shards, encode, load_splits, subset
 from models.device import compute_dtype, store_frozen
 from models.evaluate import evaluate
@@ -62,10 +62,8 @@ def load_base(cfg: LearningConfig, num_labels: int, seed: int) -> tuple[SplitCla
     """The frozen base with LoRA adapters and a `num_labels` head (stored in the compute precision), and its
     tokenizer."""
     model, tokenizer = load_backbone(cfg.model, num_labels=num_labels, seed=seed)
-    width = min(model.config.hidden_size, model.config.intermediate_size)
-    if cfg.lora_rank > width:
-        raise ScenarioError("scenario", [f"learning.lora_rank: {cfg.lora_rank} exceeds the model's width "
-                                         f"{width} (a LoRA factor cannot have more components); lower it"])
+    if rank_problem := lora_rank_problem(cfg.lora_rank, lora_width(model.config)):
+        raise ScenarioError("scenario", [rank_problem])
     model = add_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                      target_modules=cfg.lora_targets)
     store_frozen(model, compute_dtype(next(model.parameters()).device, cfg.precision))
