@@ -2,6 +2,7 @@
 (cosim.budget): validation, one copy of the frozen base, tasks that never touch each other's adapters, the
 vehicle → task rule, the per-task traces, and a resumed multi-task run equal to an uninterrupted one."""
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -189,6 +190,21 @@ def test_tasks_train_together_as_they_would_alone(multi):
             torch.testing.assert_close(value, expected[name], rtol=1e-4, atol=1e-6)
     accuracy = multi.evaluate_tasks()
     assert accuracy.shape == (3, 2) and multi.evaluate() == pytest.approx(tuple(accuracy.mean(axis=0)))
+
+
+def test_hierarchical_clients_start_from_their_rsus_edge_model(multi):
+    """Between global rounds a client downloads its RSU's edge model, as a single task's client does."""
+    state = copy.deepcopy(multi.state_dict())  # a checkpoint's copy: the task keeps mutating its edge dicts
+    for round_index, client in enumerate([1, 2], start=1):
+        together = multi.train([client], round_index, [4], edges=[0])
+    edge = dict(multi.tasks[0].edge_states[0])
+    multi.load_state_dict(state)
+    for round_index, client in enumerate([1, 2], start=1):
+        alone = multi.tasks[0].train([client], round_index, [4], edges=[0])
+    np.testing.assert_allclose(together, alone, rtol=1e-6)
+    for name, value in multi.tasks[0].edge_states[0].items():
+        torch.testing.assert_close(value, edge[name], rtol=1e-5, atol=1e-7)
+    multi.load_state_dict(state)
 
 
 # --- whole runs ------------------------------------------------------------------------------------------------

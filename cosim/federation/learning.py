@@ -140,8 +140,12 @@ class FederatedTask(Task):
 
     def starts(self, edges: list[int] | None) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """What the clients download: the global model (flat), or each one its RSU's edge model (`edges`)."""
-        return self.global_state if edges is None else [self.edge_states.get(edge, self.global_state)
-                                                         for edge in edges]
+        return self.global_state if edges is None else [self.start(edge) for edge in edges]
+
+    def start(self, edge: int | None) -> dict[str, torch.Tensor]:
+        """What one client downloads: its RSU's edge model (hierarchical, once that RSU has learnt since the last
+        global round), else the global model."""
+        return self.global_state if edge is None else self.edge_states.get(edge, self.global_state)
 
     def trained_ranks(self, ranks: list[int]) -> list[int] | None:
         """What LocalTrainer.train takes: the ranks if they differ from the global one, else None (FedAvg)."""

@@ -4,10 +4,11 @@ The base is loaded once; every task has its own LoRA adapters and head (its own 
 shards and held-out set, and is evaluated on its own. Vehicles belong to tasks by their slot: the tasks' client
 counts are laid end to end (task 0's clients, then task 1's, ...) and slot s is client s mod Σ clients, the task
 that holds that client (so with one task it is today's rule). The clients of all tasks that train in a round are
-stacked into the same batched passes (models.trainer: each client starts from its own task's state), then each
-task merges only its own clients' updates (FederatedTask.merge), so training one task never touches another's
-adapters or head. The tasks share `[learning]`'s model, LoRA settings, optimiser and batch: one payload and one
-compute model for every vehicle, and a common head width (the same number of labels)."""
+stacked into the same batched passes (models.trainer: each client starts from its own task's global or edge
+model, FederatedTask.start), then each task merges only its own clients' updates (FederatedTask.merge), so training
+one task never touches another's adapters or head. The tasks share `[learning]`'s model, LoRA settings, optimiser
+and batch: one payload and one compute model for every vehicle, and a common head width (the same number of
+labels)."""
 
 from __future__ import annotations
 
@@ -70,14 +71,16 @@ class MultiTask(Task):
 
     def train(self, clients: list[int], round_index: int, ranks: list[int], densities: list[float] | None = None,
               edges: list[int] | None = None) -> np.ndarray:
-        """All tasks' arrived clients trained in shared passes, each from its task's global state; then each task
-        merges its own (ranks, densities and edges sliced to them). Each client's training loss."""
+        """All tasks' arrived clients trained in shared passes, each from what its task sends it (FederatedTask.start:
+        the global model, or its RSU's edge model); then each task merges its own (ranks, densities and edges sliced
+        to them). Each client's training loss."""
         self.update_norms = [np.zeros((0, 2))] * len(clients)
         if not clients:
             return np.zeros(0)
         task = self.task_of(np.asarray(clients))
-        updates = self.trainer.train([self.tasks[t].global_state for t in task], clients, self.cfg.local_steps,
-                                     round_index, ranks=self.tasks[0].trained_ranks(ranks))
+        starts = [self.tasks[t].start(None if edges is None else edges[i]) for i, t in enumerate(task)]
+        updates = self.trainer.train(starts, clients, self.cfg.local_steps, round_index,
+                                     ranks=self.tasks[0].trained_ranks(ranks))
         losses = np.zeros(len(clients))
         for index, member in enumerate(self.tasks):
             rows = np.flatnonzero(task == index).tolist()
