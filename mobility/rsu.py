@@ -97,12 +97,6 @@ class Links:
         n, m = distance_2d_m.shape
         return cls(np.repeat(np.arange(n), m), np.tile(np.arange(m), n), distance_2d_m.ravel(), m)
 
-    @classmethod
-    def covered(cls, distance_2d_m: np.ndarray, in_coverage: np.ndarray) -> Links:
-        """The links where in_coverage (n, m) holds."""
-        row, rsu = np.nonzero(in_coverage)
-        return cls(row, rsu, distance_2d_m[row, rsu], distance_2d_m.shape[1])
-
     def __len__(self) -> int:
         return len(self.row)
 

@@ -14,9 +14,15 @@ def _ids(*names: str) -> np.ndarray:
     return np.array(names, dtype=str)
 
 
+def _covered(distance: np.ndarray, in_coverage: np.ndarray) -> Links:
+    """The links where in_coverage (n, m) holds."""
+    row, rsu = np.nonzero(in_coverage)
+    return Links(row, rsu, distance[row, rsu], distance.shape[1])
+
+
 def _links(rsrp: np.ndarray, in_coverage: np.ndarray) -> tuple[Links, np.ndarray]:
     """Dense (n, m) RSRP and coverage -> the links in coverage and their RSRP, as Association.update takes them."""
-    links = Links.covered(np.zeros(rsrp.shape), in_coverage)
+    links = _covered(np.zeros(rsrp.shape), in_coverage)
     return links, rsrp[links.row, links.rsu]
 
 
@@ -257,7 +263,7 @@ def _shadowed_route(filter_k: int, seed: int) -> list[HandoverEvent]:
     for t in np.arange(0.0, 150.0, 0.5):
         x = 10.0 * t - 10.0 * np.arange(len(ids))
         d = np.hypot(x[:, None] - rsu_x, 20.0)
-        links = Links.covered(d, d <= 600.0)  # shadowing and filters live on links in coverage, as in the World
+        links = _covered(d, d <= 600.0)  # shadowing and filters live on links in coverage, as in the World
         shadow = shadowing.update(ids, np.column_stack([x, np.full(len(ids), 20.0)]), links)
         events += assoc.update(float(t), ids, links, -8.0 - 35.0 * np.log10(links.distance_2d_m) + shadow)[1]
     return events
