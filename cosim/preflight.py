@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cosim.scenario import LearningConfig, Scenario, ScenarioError, TaskConfig, utf8_problem
+from cosim.scenario import LearningConfig, Scenario, ScenarioError, TaskConfig, head_width_problem, utf8_problem
 from mobility.config import FileNetworkConfig, MobilityConfig, OsmNetworkConfig, RoutesDemandConfig, RsuConfig
 from mobility.errors import MobilityError
 from mobility.rsu import file_layout, junction_layout
@@ -102,9 +102,8 @@ def tasks_problems(scenario: Scenario) -> list[str]:
             labels.append(_splits(cfg.dataset, _stamp(cfg.dataset))[0].num_labels)
         except ValueError:
             continue  # reported above
-        if labels[-1] != labels[0]:
-            problems.append(f"tasks[{index}].dataset: {labels[-1]} labels, the first task has {labels[0]}; tasks "
-                            "share one head width, give them datasets with the same number of labels")
+        if width_problem := head_width_problem(index, labels[-1], labels[0]):
+            problems.append(width_problem)
     return list(dict.fromkeys(problems))  # a problem of [learning] is found once per task
 
 

@@ -20,7 +20,7 @@ import torch
 
 from cosim.federation.learning import FederatedTask, LearningSetup, load_base
 from cosim.federation.task import Task
-from cosim.scenario import LearningConfig, ScenarioError, TaskConfig
+from cosim.scenario import LearningConfig, ScenarioError, TaskConfig, head_width_problem
 from models.data import EncodedData, load_splits
 from models.trainer import LocalTrainer
 
@@ -36,11 +36,10 @@ class MultiTask(Task):
         configs = [task.learning(cfg) for task in tasks]
         base = load_base(cfg, load_splits(configs[0].dataset)[0].num_labels, seed)
         setups = [LearningSetup.load(config, seed, base) for config in configs]
-        for index, setup in enumerate(setups):
-            if setup.num_labels != setups[0].num_labels:
-                raise ScenarioError("scenario", [
-                    f"tasks[{index}].dataset: {setup.num_labels} labels, tasks[0] has {setups[0].num_labels}; tasks "
-                    "share one head width, give them datasets with the same number of labels"])
+        widths = [head_width_problem(index, setup.num_labels, setups[0].num_labels)
+                  for index, setup in enumerate(setups)]
+        if any(widths):
+            raise ScenarioError("scenario", [problem for problem in widths if problem])
         self.offsets = np.cumsum([0] + [config.clients for config in configs])
         samples = np.cumsum([0] + [len(setup.train) for setup in setups])[:-1]  # where each task's data starts
         train = EncodedData(*(torch.cat([getattr(setup.train, field.name) for setup in setups])
