@@ -133,10 +133,10 @@ class LocalTrainer:
         depend on which other clients train in the round or in what order (to float rounding). Returns updates in
         the order of `clients`, each state at the client's own rank."""
         clients = [int(client) for client in clients]
-        starts = [global_state] * len(clients) if isinstance(global_state, Mapping) else list(global_state)
+        shared = isinstance(global_state, Mapping)
+        starts = [global_state] * len(clients) if shared else list(global_state)
         if len(starts) != len(clients):
             raise ValueError(f"global_state: {len(starts)} states for {len(clients)} clients; pass one per client")
-        shared = isinstance(global_state, Mapping)
         for start in [global_state] if shared else starts:
             check_state(self.trainable, start)
         self._validate(clients, steps, round_index)
