@@ -199,7 +199,8 @@ def main() -> None:
     rounds = 4 if args.quick else args.rounds
     common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}",
               *args.overrides]
-    base = load_scenario(args.scenario, common).scheduler
+    scenario = load_scenario(args.scenario, common)
+    base = scenario.scheduler
     tables = {name: f"scheduler={scheduler_table(base, name)}" for name in SCHEDULERS}
     for table in tables.values():  # every run's scenario is valid before the first one starts
         load_scenario(args.scenario, [*common, table])
@@ -211,8 +212,8 @@ def main() -> None:
             print(f"  seed {seed} {name:<9} " + "  ".join(f"{f.name} {getattr(result, f.name):.3f}"
                                                          for f in fields(Result) if f.name != "tasks"), flush=True)
     model = "tiny-BERT (--quick: numbers meaningless)" if args.quick else "MiniLM"
-    print(f"\nseed 000 on {args.scenario.name}: flat LoRA with {model}, R = {rounds} rounds, "
-          f"overrides {args.overrides}")
+    print(f"\nseed 000 on {args.scenario.name}: {scenario.federation.aggregation} federated LoRA with {model}, "
+          f"R = {rounds} rounds, overrides {args.overrides}")
     report(runs, args.seeds)
     draw(runs, args.figure, f"Seed 000: UCB-DUAL vs HomoLoRA vs HetLoRA, {args.scenario.stem}, R = {rounds}, "
                             f"seeds {args.seeds}")

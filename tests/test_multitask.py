@@ -229,6 +229,8 @@ def test_seed000_multitask_scenario_validates_and_runs_on_tiny_bert(tmp_path):
     offsets = np.array([0, 100, 150, 210])
     np.testing.assert_array_equal(parts["task"], np.array(["sst2", "mrpc", "qnli"])[
         np.searchsorted(offsets[1:], parts["client"], side="right")])
+    levels = run["aggregations"].groupby("level")["round"]  # the seed's hierarchy, κ = 2: one global round, the last
+    assert levels.get_group("global").unique().tolist() == [1] and set(levels.get_group("edge")) <= {0, 1}
 
 
 @pytest.mark.parametrize("aggregation", [[], ["federation.aggregation=hierarchical",
