@@ -38,8 +38,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cosim.engine import run_scenario
+from cosim.preflight import check_scenario
 from cosim.report import tail_start
-from cosim.scenario import load_scenario
+from cosim.scenario import ScenarioError, load_scenario
 from cosim.schedulers.rank import UcbDualConfig
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "seed000-mobility.toml"
@@ -202,8 +203,11 @@ def main() -> None:
     scenario = load_scenario(args.scenario, common)
     base = scenario.scheduler
     tables = {name: f"scheduler={scheduler_table(base, name)}" for name in SCHEDULERS}
-    for table in tables.values():  # every run's scenario is valid before the first one starts
-        load_scenario(args.scenario, [*common, table])
+    for table in tables.values():  # every run's scenario can run before the first one starts
+        try:
+            check_scenario(load_scenario(args.scenario, [*common, table]), args.scenario.name)
+        except ScenarioError as error:
+            raise SystemExit(f"error: {error}") from None
     runs: dict[str, list[Result]] = {name: [] for name in SCHEDULERS}
     for seed in args.seeds:
         for name in SCHEDULERS:

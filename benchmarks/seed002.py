@@ -15,7 +15,7 @@ quarter of the rounds, as benchmarks/seed001.py). Each method's upload reduction
 are paired within each seed, then given as mean ± standard error over seeds (one seed: the held-out sampling error of
 the gap). Writes one PNG.
 
-    .venv/bin/python -m benchmarks.seed002 [--rounds 20] [--seeds 1 2 3] [--dataset sst2] [--no-mobility]
+    .venv/bin/python -m benchmarks.seed002 [--rounds 20] [--seeds 1 2 3] [--dataset sst2] [--no-mobility | --no-static]
                                            [--density 0.25] [--figure seed002.png] [--set KEY=VALUE] [--quick]
 """
 
@@ -33,8 +33,9 @@ import numpy as np
 
 from benchmarks.seed001 import seed_gaps
 from cosim.engine import run_scenario
+from cosim.preflight import check_scenario
 from cosim.report import tail_start
-from cosim.scenario import load_scenario
+from cosim.scenario import ScenarioError, load_scenario
 from cosim.trace import read_run
 
 STATIC = Path(__file__).resolve().parents[1] / "scenarios" / "seed002-static.toml"
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=5, metavar="N", help="rounds between evaluations")
     parser.add_argument("--figure", type=Path, default=Path("seed002.png"), help="PNG to write (default seed002.png)")
     parser.add_argument("--no-mobility", action="store_true", help="skip the comparison under mobility")
+    parser.add_argument("--no-static", action="store_true", help="skip the comparison in the static cell")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a scenario override for every run, e.g. learning.local_steps=1 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny-BERT, 4 rounds, one seed")
@@ -140,7 +142,18 @@ def main() -> None:
     rounds, seeds = (4, args.seeds[:1]) if args.quick else (args.rounds, args.seeds)
     common = [*(QUICK if args.quick else []), f"simulation.rounds={rounds}", f"learning.eval_every={args.eval_every}",
               f"learning.dataset={args.dataset}", *args.set]
-    settings = {"static cell": STATIC} if args.no_mobility else {"static cell": STATIC, "SUMO grid": MOBILITY}
+    settings = {title: path for title, path, skip in (("static cell", STATIC, args.no_static),
+                                                      ("SUMO grid", MOBILITY, args.no_mobility)) if not skip}
+    if not settings:
+        parser.error("--no-static and --no-mobility leave nothing to compare")
+    for path in settings.values():  # every run's scenario can run before the first one starts
+        tau_bar = load_scenario(path).scheduler.tau_bar_s
+        for method in METHODS:
+            try:
+                check_scenario(load_scenario(path, [*common, *method_overrides(method, tau_bar, args.density)]),
+                               path.name)
+            except ScenarioError as error:
+                raise SystemExit(f"error: {error}") from None
     results = {}
     for title, path in settings.items():
         tau_bar = load_scenario(path).scheduler.tau_bar_s
