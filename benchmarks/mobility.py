@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import simpy
 
 from benchmarks import trace as trace_benchmark
@@ -173,11 +174,12 @@ def rsu_grid(bounds: tuple[float, float, float, float], count: int) -> tuple[int
 
 
 def peak_memory_gb(files: SumoFiles, args: argparse.Namespace, start_s: float,
-                   duration_s: float) -> tuple[float, float]:
+                   duration_s: float) -> tuple[float, float, tuple[int, int, int]]:
     """Peak resident memory of `cosim run` (a fresh process, its SUMO in-process) over this city from start_s for
-    duration_s, warm-started, with the tiny test model and 10 random participants a round, and the simulated seconds
-    its rounds spanned. Local training is made too slow to finish (no update arrives, nothing is trained), so that
-    every round lasts its whole 60 s deadline instead of ending when its uploads are in."""
+    duration_s, warm-started, with the tiny test model and 10 random participants a round; the simulated seconds its
+    rounds spanned; the fewest, median and most vehicles in its vehicle samples. Local training is made too slow to
+    finish (no update arrives, nothing is trained), so that every round lasts its whole 60 s deadline instead of
+    ending when its uploads are in."""
     radius_m = rsu_grid(net_bounds(files.net), args.rsus)[2]
     rounds = max(1, round(duration_s / 60.0))
     fading = "none" if args.fading == "none" else "rayleigh"
@@ -224,7 +226,9 @@ participants = 10
         if os.waitstatus_to_exitcode(status):
             raise SystemExit(f"the memory run failed (exit {os.waitstatus_to_exitcode(status)}):\n{text}")
         simulated_s = read_table(Path(tmp) / "run", "rounds")["end_s"].max() - start_s
-    return usage.ru_maxrss / 1e6, simulated_s  # Linux: ru_maxrss in kilobytes
+        counts = pd.read_parquet(Path(tmp) / "run" / "vehicles.parquet", columns=["time_s"]).groupby("time_s").size()
+    vehicles = (int(counts.min()), int(counts.median()), int(counts.max()))
+    return usage.ru_maxrss / 1e6, simulated_s, vehicles  # Linux: ru_maxrss in kilobytes
 
 
 def main() -> None:
@@ -267,10 +271,10 @@ def main() -> None:
         files = scenario(args.junctions, args.period, args.max_sim_s)
         peaks = []
         for duration in args.memory_s:
-            gb, simulated_s = peak_memory_gb(files, args, reached_s, duration)
+            gb, simulated_s, (fewest, median, most) = peak_memory_gb(files, args, reached_s, duration)
             peaks.append(gb)
             print(f"peak resident memory of cosim run (tiny model, fresh process) over {simulated_s:.0f} simulated s "
-                  f"from {reached_s:.0f} s: {gb:.2f} GB", flush=True)
+                  f"from {reached_s:.0f} s, {fewest}-{most} vehicles (median {median}): {gb:.2f} GB", flush=True)
         if len(peaks) > 1:
             slope, intercept = np.polyfit(args.memory_s, peaks, 1)
             print(f"  growth {slope * 3600.0:+.2f} GB per simulated hour; at 1800 s about "
