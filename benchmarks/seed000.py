@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cosim.engine import run_scenario
-from cosim.preflight import check_scenario
+from cosim.preflight import load_checked
 from cosim.report import tail_start
 from cosim.scenario import ScenarioError, load_scenario
 from cosim.schedulers.rank import UcbDualConfig
@@ -205,7 +205,7 @@ def main() -> None:
     tables = {name: f"scheduler={scheduler_table(base, name)}" for name in SCHEDULERS}
     for table in tables.values():  # every run's scenario can run before the first one starts
         try:
-            check_scenario(load_scenario(args.scenario, [*common, table]), args.scenario.name)
+            load_checked(args.scenario, [*common, table])
         except ScenarioError as error:
             raise SystemExit(f"error: {error}") from None
     runs: dict[str, list[Result]] = {name: [] for name in SCHEDULERS}

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.seed001 import seed_gaps
 from cosim.engine import run_scenario
-from cosim.preflight import check_scenario
+from cosim.preflight import load_checked
 from cosim.report import tail_start
 from cosim.scenario import ScenarioError, load_scenario
 from cosim.trace import read_run
@@ -146,17 +146,16 @@ def main() -> None:
                                                       ("SUMO grid", MOBILITY, args.no_mobility)) if not skip}
     if not settings:
         parser.error("--no-static and --no-mobility leave nothing to compare")
-    for path in settings.values():  # every run's scenario can run before the first one starts
-        tau_bar = load_scenario(path).scheduler.tau_bar_s
+    tau_bars = {path: load_scenario(path).scheduler.tau_bar_s for path in settings.values()}
+    for path, tau_bar in tau_bars.items():  # every run's scenario can run before the first one starts
         for method in METHODS:
             try:
-                check_scenario(load_scenario(path, [*common, *method_overrides(method, tau_bar, args.density)]),
-                               path.name)
+                load_checked(path, [*common, *method_overrides(method, tau_bar, args.density)])
             except ScenarioError as error:
                 raise SystemExit(f"error: {error}") from None
     results = {}
     for title, path in settings.items():
-        tau_bar = load_scenario(path).scheduler.tau_bar_s
+        tau_bar = tau_bars[path]
         results[title] = compare(path, seeds, common, tau_bar, args.density)
         print(f"\nseed 002, {title}, flat LoRA on {args.dataset}, τ̄ = {tau_bar:g} s, {rounds} rounds, seeds {seeds}"
               f"{' (--quick: tiny-BERT, accuracies meaningless)' if args.quick else ''}")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cosim.preflight import check_scenario
+from cosim.preflight import check_scenario, load_checked
 from cosim.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(args.inputs, args.out)
     try:
-        scenario = load_scenario(args.scenario, args.overrides)
-        check_scenario(scenario, str(args.scenario), learning=args.command != "mobility")  # before anything heavy
+        # before anything heavy (SUMO, the model)
+        scenario = load_checked(args.scenario, args.overrides, learning=args.command != "mobility")
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -90,8 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             if args.scenario is None:
                 raise RunDirError("a scenario file is needed (or --resume RUN_DIR)")
-            scenario = load_scenario(args.scenario, args.overrides)
-            check_scenario(scenario, str(args.scenario))  # before the run directory, SUMO or the model
+            scenario = load_checked(args.scenario, args.overrides)  # before the run directory, SUMO or the model
             out_dir = args.out or default_run_dir(scenario)
             prepare_new(out_dir, args.overwrite)
     except (ScenarioError, RunDirError) as exc:

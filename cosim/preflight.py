@@ -15,7 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cosim.scenario import LearningConfig, Scenario, ScenarioError, TaskConfig, head_width_problem, utf8_problem
+from cosim.scenario import (
+    LearningConfig,
+    Scenario,
+    ScenarioError,
+    TaskConfig,
+    head_width_problem,
+    load_scenario,
+    utf8_problem,
+)
 from mobility.config import FileNetworkConfig, MobilityConfig, OsmNetworkConfig, RoutesDemandConfig, RsuConfig
 from mobility.errors import MobilityError
 from mobility.rsu import file_layout, junction_layout
@@ -24,6 +32,13 @@ from mobility.trace import TraceMobility
 if TYPE_CHECKING:
     from models.backbone import BackboneOutline
     from models.data import Dataset
+
+
+def load_checked(path: str | Path, overrides: list[str] | None = None, *, learning: bool = True) -> Scenario:
+    """load_scenario then check_scenario: a scenario that can run, or ScenarioError listing every problem."""
+    scenario = load_scenario(path, overrides)
+    check_scenario(scenario, str(path), learning=learning)
+    return scenario
 
 
 def check_scenario(scenario: Scenario, source: str, *, learning: bool = True) -> None:

@@ -242,7 +242,6 @@ class TaskConfig(Section):
         return base.model_copy(update=own)
 
 
-
 def head_width_problem(index: int, labels: int, first_labels: int) -> str | None:
     """The tasks share one head width (one payload, one batched pass): the one message for a task whose dataset has
     another number of labels than the first's (validation and task loading both use it)."""
@@ -250,6 +249,7 @@ def head_width_problem(index: int, labels: int, first_labels: int) -> str | None
         return None
     return (f"tasks[{index}].dataset: {labels} labels, the first task has {first_labels}; tasks share one head "
             "width, give them datasets with the same number of labels")
+
 
 class EnergyBudgetConfig(Section):
     """The server's energy budget, split among the tasks every `period_rounds` rounds by difficulty and utilisation
