@@ -1,18 +1,21 @@
 """What the mobility layer costs on top of SUMO at city scale, and what a warm start from SUMO's saved state saves.
 
-The same deterministic SUMO simulation (a grid of 200 m blocks, 2 lanes, random trips every --period s) runs twice in
-lockstep, one mobility tick at a time, taking turns so that load from other processes hits both alike:
+The same deterministic SUMO simulation (a grid of 200 m blocks, 2 lanes, random trips every --period s) runs twice,
+over the same ticks, taking turns by blocks of --block ticks so that load from other processes hits both alike:
   * SUMO alone, in a worker process: bare simulationStep, nothing subscribed or read back;
-  * the full layer, here: SumoMobility.advance (every vehicle's position, speed and heading), then World.refresh,
-    the radio world of a run: the links in coverage, their path loss and shadowing, layer-3 filtered association with
-    hysteresis and time-to-trigger, fast fading of the serving and candidate links, dwell times, batteries.
-For each size the window is the --window ticks after the vehicle count first reaches it; per-tick medians, and the
-ratio full layer / SUMO alone. Then the warm start: reaching the window's start by re-simulating from 0 s against
-loading SUMO's state saved there (what `mobility.warm_start` caches), and the ping-pong share of the run's handovers.
-Then the cost of writing traces per round early and late in a 500-round run (benchmarks/trace.py), and the peak
-resident memory of whole `cosim run`s of this city in fresh processes: from the time the largest size is reached, for
-each of --memory-s simulated seconds (default 1800: 30 minutes), tiny model, 10 random participants a round; with
-two or more durations, the linear extrapolation to 30 minutes too.
+  * the full layer as a run drives it: PipelinedSumo (SUMO in its worker reads every vehicle's position, speed and
+    heading, then steps on to the next tick), and here World.refresh, the radio world of a run: the links in
+    coverage, their path loss and shadowing, layer-3 filtered association with hysteresis and time-to-trigger, fast
+    fading of the serving and candidate links, dwell times, batteries.
+For each size the window is the --window blocks after the vehicle count first reaches it; medians of the blocks'
+seconds per tick, the ratio full layer / SUMO alone in wall time (what a run waits) and in CPU time (what it
+burns: the worker's and this process's). Then the warm start: reaching the window's start by re-simulating from 0 s
+against loading SUMO's state saved there (what `mobility.warm_start` caches), and the ping-pong share of the run's
+handovers. Then the cost of writing traces per round early and late in a 500-round run (benchmarks/trace.py), and the
+peak resident memory of whole `cosim run`s of this city in fresh processes (the run's and its SUMO worker's
+together): from the time the largest size is reached, for each of --memory-s simulated seconds (default 1800: 30
+minutes), tiny model, 10 random participants a round; with two or more durations, the linear extrapolation to 30
+minutes too.
 Host wall time only (trace writing: CPU time); run:
     .venv/bin/python -m benchmarks.mobility [--sizes 5000 10000] [--rsus 81] [--fading jakes] [--memory-s 1800]
 """
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import simpy
 
 from benchmarks import trace as trace_benchmark
@@ -42,6 +46,7 @@ from cosim.world import World
 from mobility.association import HandoverEvent, ping_pong_fraction
 from mobility.config import RsuConfig, grid_shape
 from mobility.netgen import SumoFiles, default_cache_dir, grid_scenario, sumo_home
+from mobility.pipelined import PipelinedSumo
 from mobility.rsu import grid_layout, net_bounds
 from mobility.snapshot import Snapshot
 from mobility.sumo import SumoMobility
@@ -74,14 +79,15 @@ def _bare_worker(conn: Connection, files: SumoFiles, tick_s: float) -> None:
 
 
 class _Timed:
-    """The World's mobility source, timing each advance."""
+    """The World's mobility source: times each advance (the wait for SUMO's snapshot) and looks ahead only while
+    `look_ahead` is set, so that a block of ticks ends with SUMO idle."""
 
-    def __init__(self, mobility: SumoMobility) -> None:
-        self.mobility, self.net_file, self.seconds = mobility, mobility.net_file, 0.0
+    def __init__(self, mobility: PipelinedSumo) -> None:
+        self.mobility, self.net_file, self.seconds, self.look_ahead = mobility, mobility.net_file, 0.0, True
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         began = time.perf_counter()
-        snap = self.mobility.advance(time_s)
+        snap = self.mobility.advance(time_s, next_s if self.look_ahead else None)
         self.seconds = time.perf_counter() - began
         return snap
 
@@ -93,13 +99,21 @@ class _Timed:
 
 
 def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.ndarray], float, list[HandoverEvent]]:
-    """Per size: median seconds per tick of bare SUMO, of SumoMobility.advance, of the large-scale channel (path
-    loss and shadowing of every link), of the rest of World.refresh, and the median vehicle count, over that size's
-    window; the simulated time the largest size was first reached; the handover events."""
+    """Per size, one row per block of that size's window: seconds per tick of bare SUMO, and of the full layer in
+    steady state (SUMO one tick ahead in its worker), with its parts (waiting for SUMO's snapshot, the large-scale
+    channel, the rest of World.refresh); CPU seconds per tick of the full layer (worker and this process); the
+    vehicle count; the block's ratios full / bare in wall and in CPU time (pairing each block with its bare twin
+    cancels load that changes between blocks). Also the simulated time the largest size was first reached, and the
+    handover events.
+
+    Bare SUMO and the full layer take turns by blocks of --block ticks over the same ticks, each alone on the CPU.
+    A full block's first tick starts with SUMO idle (it did not look ahead past the previous block), so it is left
+    out: the others are timed end of refresh to end of refresh, as ticks follow each other in a run."""
     parent, child = multiprocessing.get_context("spawn").Pipe()
     worker = multiprocessing.get_context("spawn").Process(target=_bare_worker, args=(child, files, args.tick))
     worker.start()
-    mobility = SumoMobility(files, step_length_s=args.tick, seed=SEED)
+    mobility = PipelinedSumo(files, step_length_s=args.tick, seed=SEED)
+    sumo_process = psutil.Process(mobility.pid)
     rows, cols, radius_m = rsu_grid(mobility.bounds(), args.rsus)
     rsus = grid_layout(mobility.bounds(), rows=rows, cols=cols, radius_m=radius_m, height_m=10.0, bandwidth_hz=10e6)
     sim = parse_scenario({"simulation": {"mobility_tick_s": args.tick},
@@ -121,23 +135,35 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
             channel_s[0] = time.perf_counter() - began
 
     world.large_scale.update = timed_channel  # type: ignore[method-assign]
-    windows: dict[int, list[tuple[float, float, float, float, int]]] = {}
+    windows: dict[int, list[np.ndarray]] = {}
     reached_s = 0.0
+    ticks = [k * args.tick for k in range(1, int(args.max_sim_s / args.tick))]
     try:
-        for k in range(1, int(args.max_sim_s / args.tick)):
-            t = k * args.tick
-            parent.send(t)
-            bare_s, count = parent.recv()
-            env.run(until=t)
-            began = time.perf_counter()
-            world.refresh()
-            full = time.perf_counter() - began
-            row = (bare_s, timed.seconds, channel_s[0], full - timed.seconds - channel_s[0], count)
+        for first in range(0, len(ticks) - args.block + 1, args.block):
+            block = ticks[first:first + args.block]
+            bare = []
+            for t in block:
+                parent.send(t)
+                bare.append(parent.recv())
+            parts, cpu_began = [], (time.process_time(), sum(sumo_process.cpu_times()[:2]))
+            last = time.perf_counter()
+            for i, t in enumerate(block):
+                timed.look_ahead = i < len(block) - 1
+                env.run(until=t)
+                world.refresh()
+                now = time.perf_counter()
+                parts.append((now - last, timed.seconds, channel_s[0], now - last - timed.seconds - channel_s[0]))
+                last = now
+            cpu_s = time.process_time() - cpu_began[0] + sum(sumo_process.cpu_times()[:2]) - cpu_began[1]
+            bare_s, counts = np.array(bare).T
+            full_s = np.mean(parts[1:], axis=0)
+            row = np.array([np.mean(bare_s), *full_s, cpu_s / len(block), counts[0], full_s[0] / np.mean(bare_s),
+                            cpu_s / np.sum(bare_s)])
             for size in args.sizes:
-                if count >= size or size in windows:
+                if counts[0] >= size or size in windows:
                     windows.setdefault(size, []).append(row)
-            if count >= max(args.sizes) and not reached_s:
-                reached_s = t
+            if counts.max() >= max(args.sizes) and not reached_s:
+                reached_s = block[int(np.argmax(counts >= max(args.sizes)))]
             if all(len(windows.get(size, [])) >= args.window for size in args.sizes):
                 break
         else:
@@ -147,7 +173,7 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
         parent.send(None)
         worker.join()
         mobility.close()
-    return {size: np.median(np.asarray(r[:args.window]), axis=0) for size, r in windows.items()}, reached_s, events
+    return {size: np.asarray(r[:args.window]) for size, r in windows.items()}, reached_s, events
 
 
 def warm_start(files: SumoFiles, tick_s: float, until_s: float) -> tuple[float, float]:
@@ -175,7 +201,7 @@ def rsu_grid(bounds: tuple[float, float, float, float], count: int) -> tuple[int
 
 def peak_memory_gb(files: SumoFiles, args: argparse.Namespace, start_s: float,
                    duration_s: float) -> tuple[float, float, tuple[int, int, int]]:
-    """Peak resident memory of `cosim run` (a fresh process, its SUMO in-process) over this city from start_s for
+    """Peak resident memory of `cosim run` (a fresh process, with its SUMO worker) over this city from start_s for
     duration_s, warm-started, with the tiny test model and 10 random participants a round; the simulated seconds its
     rounds spanned; the fewest, median and most vehicles in its vehicle samples. Local training is made too slow to
     finish (no update arrives, nothing is trained), so that every round lasts its whole 60 s deadline instead of
@@ -222,13 +248,26 @@ participants = 10
         path.write_text(text)
         child = subprocess.Popen([sys.executable, "-m", "cosim.cli", "run", str(path), "--quiet", "--out",
                                   str(Path(tmp) / "run")], stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(child.pid, 0)
+        peak_bytes, status = _tree_peak_rss(child.pid)
         if os.waitstatus_to_exitcode(status):
             raise SystemExit(f"the memory run failed (exit {os.waitstatus_to_exitcode(status)}):\n{text}")
         simulated_s = read_table(Path(tmp) / "run", "rounds")["end_s"].max() - start_s
         counts = pd.read_parquet(Path(tmp) / "run" / "vehicles.parquet", columns=["time_s"]).groupby("time_s").size()
     vehicles = (int(counts.min()), int(counts.median()), int(counts.max()))
-    return usage.ru_maxrss / 1e6, simulated_s, vehicles  # Linux: ru_maxrss in kilobytes
+    return peak_bytes / 1e9, simulated_s, vehicles
+
+
+def _tree_peak_rss(pid: int) -> tuple[int, int]:
+    """Peak resident bytes of process `pid` and its descendants together (sampled every 0.2 s, and never below the
+    largest single process's own peak), and its wait status once it has exited."""
+    tree, peak = psutil.Process(pid), 0
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return max(peak, usage.ru_maxrss * 1024), status  # Linux: ru_maxrss in KiB
+        with contextlib.suppress(psutil.Error):  # a process of the tree may end between listing and reading
+            peak = max(peak, sum(p.memory_info().rss for p in [tree, *tree.children(recursive=True)]))
+        time.sleep(0.2)
 
 
 def main() -> None:
@@ -239,7 +278,8 @@ def main() -> None:
     parser.add_argument("--junctions", type=int, default=30, help="grid junctions per side (default 30)")
     parser.add_argument("--period", type=float, default=0.02, help="seconds between trips (default 0.02)")
     parser.add_argument("--tick", type=float, default=1.0, help="mobility tick = SUMO step (default 1 s)")
-    parser.add_argument("--window", type=int, default=20, help="ticks timed per size (default 20)")
+    parser.add_argument("--block", type=int, default=4, help="ticks per turn of each side (default 4)")
+    parser.add_argument("--window", type=int, default=8, help="blocks timed per size (default 8)")
     parser.add_argument("--max-sim-s", type=float, default=900.0,
                         help="demand ends here (default 900 s; the memory runs' end is raised to fit)")
     parser.add_argument("--trace-rounds", type=int, default=500, help="rounds of the trace-writing run (0: skip)")
@@ -249,15 +289,19 @@ def main() -> None:
     began = time.perf_counter()
     files = scenario(args.junctions, args.period, args.max_sim_s)
     print(f"scenario: {args.junctions}x{args.junctions} grid, trips every {args.period} s; tick {args.tick} s, "
-          f"{args.rsus} RSUs, fading {args.fading}, {args.window}-tick windows")
-    medians, reached_s, events = measure(files, args)
-    print(f"{'vehicles':>8} {'SUMO alone':>11} {'advance':>9} {'channel':>9} {'rest':>9} {'full layer':>11} "
-          f"{'ratio':>6}")
+          f"{args.rsus} RSUs, fading {args.fading}, windows of {args.window} blocks of {args.block} ticks")
+    blocks, reached_s, events = measure(files, args)
+    print("per tick, wall: SUMO alone; the full layer (SUMO one tick ahead in its worker, then this process) and its "
+          "parts: waiting for SUMO's snapshot, channel, rest of the World; CPU: worker and this process together")
+    print("medians over the window's blocks; ratios: median of the blocks' own (lowest-highest block)")
+    print(f"{'vehicles':>8} {'SUMO alone':>11} {'full layer':>11} {'waiting':>9} {'channel':>9} {'rest':>9} "
+          f"{'ratio':>17} {'CPU':>9} {'CPU ratio':>17}")
     for size in args.sizes:
-        bare, advance, channel, rest, count = medians[size]
-        full = advance + channel + rest
-        print(f"{int(count):>8} {bare * 1e3:>8.1f} ms {advance * 1e3:>6.1f} ms {channel * 1e3:>6.1f} ms "
-              f"{rest * 1e3:>6.1f} ms {full * 1e3:>8.1f} ms {full / bare:>5.2f}x")
+        bare, full, waiting, channel, rest, cpu, count, ratio, cpu_ratio = np.median(blocks[size], axis=0)
+        low, high = blocks[size][:, -2:].min(axis=0), blocks[size][:, -2:].max(axis=0)
+        print(f"{int(count):>8} {bare * 1e3:>8.1f} ms {full * 1e3:>8.1f} ms {waiting * 1e3:>6.1f} ms "
+              f"{channel * 1e3:>6.1f} ms {rest * 1e3:>6.1f} ms {ratio:>5.2f}x ({low[0]:.2f}-{high[0]:.2f}) "
+              f"{cpu * 1e3:>6.1f} ms {cpu_ratio:>5.2f}x ({low[1]:.2f}-{high[1]:.2f})")
     handovers = sum(e.from_rsu >= 0 and e.to_rsu >= 0 for e in events)
     print(f"handovers {handovers}, returning within 10 s: {ping_pong_fraction(events):.1%} (layer-3 filter "
           f"fc{RsuConfig().l3_filter_k})")

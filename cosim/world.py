@@ -84,7 +84,7 @@ class World:
                                                                     self.association.candidates())
 
     def refresh(self) -> None:
-        snap = self.mobility.advance(self.env.now)
+        snap = self.mobility.advance(self.env.now, next_s=self.env.now + self.tick_s)
         links = self.rsus.links(snap.xy_m)
         loss_db, _ = self.large_scale.update(snap.ids, snap.xy_m, links, self.rsus.height_m,
                                              self.channel.vehicle_height_m)

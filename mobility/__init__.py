@@ -3,6 +3,7 @@
 from mobility.association import Association, HandoverEvent
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, grid_scenario
+from mobility.pipelined import PipelinedSumo
 from mobility.rsu import (
     RsuLayout,
     dwell_time_s,
@@ -19,6 +20,7 @@ __all__ = [
     "HandoverEvent",
     "Mobility",
     "MobilityError",
+    "PipelinedSumo",
     "RsuLayout",
     "Snapshot",
     "SumoFiles",

@@ -16,6 +16,7 @@ from mobility.association import L3_FILTER_COEFFICIENTS
 from mobility.checks import VEHICLE_CLASSES, demand_problems, rsu_problems
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles, cached, generated_network, osm_network, random_demand
+from mobility.pipelined import PipelinedSumo
 from mobility.rsu import RsuLayout, file_layout, grid_layout, junction_layout, net_bounds, spaced_layout
 from mobility.static import StaticDiskMobility
 from mobility.sumo import SumoMobility
@@ -286,11 +287,11 @@ def problems(config: MobilityConfig, *, window_s: tuple[float, float], cache_dir
 
 def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, log_dir: Path | None = None, *,
                   window_s: tuple[float, float] | None = None,
-                  rsu: RsuConfig | None = None) -> SumoMobility | TraceMobility | StaticDiskMobility:
-    """Start the scenario's mobility source: live SUMO on cached network and demand, a trace replay, or the static
-    disk of the seed papers. Given the run's window (and its RSUs), first refuse a run that `problems` finds would
-    be empty; with warm_start, SUMO starts from its state at window_s[0], saved once per content. `log_dir` holds
-    SUMO's error log while it runs."""
+                  rsu: RsuConfig | None = None) -> PipelinedSumo | TraceMobility | StaticDiskMobility:
+    """Start the scenario's mobility source: live SUMO on cached network and demand (in a worker process that steps
+    ahead while the simulation works), a trace replay, or the static disk of the seed papers. Given the run's window
+    (and its RSUs), first refuse a run that `problems` finds would be empty; with warm_start, SUMO starts from its
+    state at window_s[0], saved once per content. `log_dir` holds SUMO's error log while it runs."""
     if window_s is not None:
         found = problems(config, window_s=window_s, cache_dir=cache_dir, seed=seed, rsu=rsu)
         if found:
@@ -302,8 +303,8 @@ def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, log_dir: P
         return TraceMobility(config.trace, net_file=config.net_file_given)
     if config.remote:
         host, port = config.remote.rsplit(":", 1)
-        return SumoMobility(None, step_length_s=config.step_length_s, seed=seed, backend=config.backend,
-                            remote=(host, int(port)), log_dir=log_dir)
+        return PipelinedSumo(None, step_length_s=config.step_length_s, seed=seed, backend=config.backend,
+                             remote=(host, int(port)), log_dir=log_dir)
     files = sumo_files(config, cache_dir, seed)
     cfg = _sumo_config(config)
     # Fields the scenario leaves unset defer to the .sumocfg.
@@ -322,7 +323,7 @@ def open_mobility(config: MobilityConfig, cache_dir: Path, seed: int, log_dir: P
     state = None
     if config.warm_start and window_s is not None and window_s[0] > launch["begin_s"]:
         state = _warm_state(files, launch, until_s=window_s[0], cache_dir=Path(cache_dir) / "sumo")
-    return SumoMobility(files, **launch, load_state=state, log_dir=log_dir)
+    return PipelinedSumo(files, **launch, load_state=state, log_dir=log_dir)
 
 
 def _warm_state(files: SumoFiles, launch: dict, *, until_s: float, cache_dir: Path) -> Path:

@@ -47,8 +47,9 @@ class Mobility(Protocol):
 
     net_file: Path | None  # the road network, when the source has one (junction RSUs, coverage holes)
 
-    def advance(self, time_s: float) -> Snapshot:
-        """Move the world forward to time_s (monotone) and return where vehicles are."""
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
+        """Move the world forward to time_s (monotone) and return where vehicles are. next_s, when the caller
+        knows it, is the time it will ask for next: a source that can (PipelinedSumo) prepares it meanwhile."""
         ...
 
     def bounds(self) -> tuple[float, float, float, float]:

@@ -25,7 +25,7 @@ class StaticDiskMobility:
         self._ids = np.sort(np.array([f"dev{i:05d}" for i in range(count)]))
         self._xy = np.column_stack([radius_m + r * np.cos(angle), radius_m + r * np.sin(angle)])
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         n = len(self._ids)
         return Snapshot(float(time_s), self._ids, self._xy, np.zeros(n), np.zeros(n))
 

@@ -241,9 +241,10 @@ class SumoMobility:
         (xmin, ymin), (xmax, ymax) = points.min(axis=0), points.max(axis=0)
         return float(xmin), float(ymin), float(xmax), float(ymax)
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         """Step SUMO until its clock reaches time_s (the snapshot carries SUMO's actual time, which may exceed
-        time_s by less than one step when time_s is not a multiple of the step length)."""
+        time_s by less than one step when time_s is not a multiple of the step length). In-process SUMO cannot step
+        ahead while the caller works (libsumo holds the GIL), so next_s changes nothing here; see PipelinedSumo."""
         if self._closed:
             raise MobilityError("advance() on a closed SumoMobility")
         if time_s < self._time_s - _TIME_EPS_S:

@@ -196,7 +196,7 @@ class TraceMobility:
         self._ahead = np.concatenate([self._ahead, rows])
         return True
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         """Vehicles whose sampled span contains time_s, interpolated; exact at sample times."""
         if time_s < self._time_s:
             raise MobilityError(f"advance({time_s}) goes back in time; the trace is already at {self._time_s} s")
@@ -378,7 +378,7 @@ def record_trace(mobility: Mobility, out: Path, *, start_s: float, tick_s: float
     steps = int(np.floor(duration_s / tick_s + 1e-9))
     try:
         for k in range(steps + 1):
-            snap = mobility.advance(start_s + k * tick_s)
+            snap = mobility.advance(start_s + k * tick_s, next_s=start_s + (k + 1) * tick_s if k < steps else None)
             parts.append(pd.DataFrame({"id": snap.ids, "t": snap.time_s, "x": snap.xy_m[:, 0], "y": snap.xy_m[:, 1],
                                        "speed": snap.speed_mps, "angle": heading_to_sumo_angle(snap.heading_rad)}))
             rows += snap.count

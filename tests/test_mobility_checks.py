@@ -98,7 +98,7 @@ class _TwoCars:
 
     net_file = None
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         return Snapshot(time_s, np.array(["far", "near"]), np.array([[2000.0, 50.0], [240.0, 50.0]]), np.ones(2),
                         np.zeros(2))
 

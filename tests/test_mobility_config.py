@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from cosim.cli import main
 from mobility.config import MobilityConfig, RsuConfig, open_mobility, place_rsus
 from mobility.errors import MobilityError
-from mobility.sumo import SumoMobility
+from mobility.pipelined import PipelinedSumo
 from mobility.trace import TraceMobility
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_open_mobility_starts_sumo_or_replays_a_trace(tmp_path):
         np.testing.assert_allclose(mobility.advance(5.0).xy_m, [[5.0, 0.0]])
     config = MobilityConfig(network={"junctions": 3, "edge_length_m": 150.0}, demand={"end_s": 100.0}, scale=2.0)
     with open_mobility(config, tmp_path, seed=1) as mobility:
-        assert isinstance(mobility, SumoMobility) and mobility.net_file.is_file()
+        assert isinstance(mobility, PipelinedSumo) and mobility.net_file.is_file()
         assert mobility.advance(50.0).count > 0
 
 

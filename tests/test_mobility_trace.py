@@ -156,7 +156,7 @@ class _Dying:
     def bounds(self) -> tuple[float, float, float, float]:
         return 0.0, 0.0, 100.0, 100.0
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         self.calls += 1
         if self.calls > 3:
             raise MobilityError("SUMO failed while advancing: it exited")
@@ -180,7 +180,7 @@ class _Recorded:
     def __init__(self, snaps: list[Snapshot], bounds, net_file) -> None:
         self._snaps, self._bounds, self.net_file = iter(snaps), bounds, net_file
 
-    def advance(self, time_s: float) -> Snapshot:
+    def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         return next(self._snaps)
 
     def bounds(self):

@@ -23,7 +23,7 @@ class StraightRoad:
     def __init__(self, n=6, speed=15.0):
         self.n, self.speed = n, speed
 
-    def advance(self, time_s):
+    def advance(self, time_s, next_s=None):
         x = 40.0 * np.arange(self.n) + self.speed * time_s
         ids = np.array([f"veh{i}" for i in range(self.n)])
         return Snapshot(time_s, ids, np.column_stack([x, np.full(self.n, 50.0)]), np.full(self.n, self.speed),
