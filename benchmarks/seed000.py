@@ -97,14 +97,14 @@ def run_one(overrides: list[str], path: Path = SCENARIO) -> Result:
     per_task = tuple((str(name), float(rows[rows["round"] >= late]["accuracy"].mean()), float(rows["energy_j"].mean()))
                      for name, rows in tasks.groupby("task", sort=False))
     cuda_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    # This process's peak plus its SUMO worker's (a child, reaped when the run closed it): an upper bound.
+    rss_kb = sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return Result(
         latency_s=float(rounds["duration_s"].mean()),
         busy_s=float((arrived["download_s"] + arrived["compute_time_s"] + arrived["upload_delay_s"]).mean()),
         energy_j=float(parts["energy_j"].mean()), accuracy=float(tail.mean()),
         completed=float(len(arrived) / max(len(parts), 1)), mean_rank=float(parts["rank"].mean()),
-        # This process's peak plus its SUMO worker's (a child, reaped when the run closed it): an upper bound.
-        peak_rss_mb=sum(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        / 1024, peak_cuda_mb=cuda_mb,
+        peak_rss_mb=rss_kb / 1024, peak_cuda_mb=cuda_mb,
         wall_s=time.perf_counter() - start, tasks=per_task)
 
 

@@ -24,10 +24,8 @@ from typing import Any
 from mobility.errors import MobilityError
 from mobility.netgen import SumoFiles
 from mobility.snapshot import Snapshot
-from mobility.sumo import SumoMobility
+from mobility.sumo import CLOCK_EPS_S, SumoMobility
 
-# Clock tolerance: SUMO counts time in whole milliseconds.
-_TIME_EPS_S = 1e-6
 # Seconds close() waits for the worker to finish its step and shut SUMO down cleanly (SUMO then writes the ends of
 # its own output files) before killing it.
 _CLOSE_TIMEOUT_S = 60.0
@@ -66,12 +64,12 @@ class PipelinedSumo:
         snap = None
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
-            snap = self._reply()
-            if ahead > time_s + _TIME_EPS_S:
+            ready = self._reply()
+            if ahead > time_s + CLOCK_EPS_S:
                 raise MobilityError(f"advance({time_s}) after looking ahead to {ahead} s; SUMO is already there")
-            if ahead < time_s - _TIME_EPS_S:
-                snap = None
-        if snap is None:
+            if ahead >= time_s - CLOCK_EPS_S:
+                snap = ready
+        if snap is None:  # nothing ahead, or the look-ahead fell short of time_s
             snap = self._call("advance", time_s)
         if next_s is not None:
             self._send("advance", next_s)

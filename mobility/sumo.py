@@ -31,7 +31,7 @@ _INVALID_DOUBLE = -(2.0**30)
 # Seconds (one try each) to wait for a remote SUMO to accept the connection, e.g. while it loads its network.
 _REMOTE_RETRIES = 10
 # Clock tolerance: SUMO counts time in whole milliseconds.
-_TIME_EPS_S = 1e-6
+CLOCK_EPS_S = 1e-6
 # TraCI connection labels: never reused, because traci keeps a connection registered when its close fails (SUMO
 # already dead), and an id()-based label of a later object could collide with it.
 _TRACI_LABELS = itertools.count()
@@ -247,10 +247,10 @@ class SumoMobility:
         ahead while the caller works (libsumo holds the GIL), so next_s changes nothing here; see PipelinedSumo."""
         if self._closed:
             raise MobilityError("advance() on a closed SumoMobility")
-        if time_s < self._time_s - _TIME_EPS_S:
+        if time_s < self._time_s - CLOCK_EPS_S:
             raise MobilityError(f"advance({time_s}) goes back in time; SUMO is already at {self._time_s} s")
         try:
-            if time_s > self._time_s + _TIME_EPS_S:
+            if time_s > self._time_s + CLOCK_EPS_S:
                 self._api.simulationStep(float(time_s))
                 self._time_s = float(self._api.simulation.getTime())
                 self._stepped = True
