@@ -1,15 +1,17 @@
 """What the mobility layer costs on top of SUMO at city scale, and what a warm start from SUMO's saved state saves.
 
 The same deterministic SUMO simulation (a grid of 200 m blocks, 2 lanes, random trips every --period s) runs twice,
-over the same ticks, taking turns by blocks of --block ticks so that load from other processes hits both alike:
-  * SUMO alone, in a worker process: bare simulationStep, nothing subscribed or read back;
-  * the full layer as a run drives it: PipelinedSumo (SUMO in its worker reads every vehicle's position, speed and
-    heading, then steps on to the next tick), and here World.refresh, the radio world of a run: the links in
-    coverage, their path loss and shadowing, layer-3 filtered association with hysteresis and time-to-trigger, fast
-    fading of the serving and candidate links, dwell times, batteries.
-For each size the window is the --window blocks after the vehicle count first reaches it; medians of the blocks'
-seconds per tick, the ratio full layer / SUMO alone in wall time (what a run waits) and in CPU time (what it
-burns: the worker's and this process's). Then the warm start: reaching the window's start by re-simulating from 0 s
+in two PipelinedSumo worker processes, over the same ticks: by blocks of --block ticks, one is
+  * SUMO alone: bare simulationStep, nothing subscribed or read back, this process idle;
+then the other runs the same ticks as
+  * the full layer as a run drives it: SUMO in its worker reads every vehicle's position, speed and heading, then
+    steps on to the next tick, while here World.refresh runs the radio world of a run: the links in coverage, their
+    path loss and shadowing, layer-3 filtered association with hysteresis and time-to-trigger, fast fading of the
+    serving and candidate links, dwell times, batteries;
+and the next block they swap roles, so that a pair of blocks cancels what differs between the two processes.
+For each size the window is the --window pairs of blocks after the vehicle count first reaches it; medians of the
+pairs' seconds per tick, the ratio full layer / SUMO alone in wall time (what a run waits) and in CPU time (what it
+burns: the workers' and this process's). Then the warm start: reaching the window's start by re-simulating from 0 s
 against loading SUMO's state saved there (what `mobility.warm_start` caches), and the ping-pong share of the run's
 handovers. Then the cost of writing traces per round early and late in a 500-round run (benchmarks/trace.py), and the
 peak resident memory of whole `cosim run`s of this city in fresh processes (the run's and its SUMO worker's
@@ -24,14 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ from cosim.trace import read_table
 from cosim.world import World
 from mobility.association import HandoverEvent, ping_pong_fraction
 from mobility.config import RsuConfig, grid_shape
-from mobility.netgen import SumoFiles, default_cache_dir, grid_scenario, sumo_home
+from mobility.netgen import SumoFiles, default_cache_dir, grid_scenario
 from mobility.pipelined import PipelinedSumo
 from mobility.rsu import grid_layout, net_bounds
 from mobility.snapshot import Snapshot
@@ -60,35 +59,18 @@ def scenario(junctions: int, period_s: float, end_s: float) -> SumoFiles:
                          trip_period_s=period_s, end_s=end_s, seed=SEED)
 
 
-def _bare_worker(conn: Connection, files: SumoFiles, tick_s: float) -> None:
-    """SUMO started with the options SumoMobility uses, minus any reading back; steps to each time it is sent and
-    answers (seconds spent stepping, vehicle count)."""
-    cmd = [str(sumo_home() / "bin" / "sumo"), "--no-step-log", "--no-warnings", "-n", str(files.net),
-           "-r", ",".join(map(str, files.routes)), "--step-length", str(tick_s), "--seed", str(SEED),
-           "--time-to-teleport", "300"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        import libsumo
-    libsumo.start(cmd)
-    try:
-        while (t := conn.recv()) is not None:
-            began = time.perf_counter()
-            libsumo.simulationStep(t)
-            conn.send((time.perf_counter() - began, libsumo.vehicle.getIDCount()))
-    finally:
-        libsumo.close()
-
-
 class _Timed:
     """The World's mobility source: times each advance (the wait for SUMO's snapshot) and looks ahead only while
     `look_ahead` is set, so that a block of ticks ends with SUMO idle."""
 
     def __init__(self, mobility: PipelinedSumo) -> None:
         self.mobility, self.net_file, self.seconds, self.look_ahead = mobility, mobility.net_file, 0.0, True
+        self.count = 0
 
     def advance(self, time_s: float, next_s: float | None = None) -> Snapshot:
         began = time.perf_counter()
         snap = self.mobility.advance(time_s, next_s if self.look_ahead else None)
-        self.seconds = time.perf_counter() - began
+        self.seconds, self.count = time.perf_counter() - began, snap.count
         return snap
 
     def bounds(self) -> tuple[float, float, float, float]:
@@ -99,30 +81,31 @@ class _Timed:
 
 
 def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.ndarray], float, list[HandoverEvent]]:
-    """Per size, one row per block of that size's window: seconds per tick of bare SUMO, and of the full layer in
-    steady state (SUMO one tick ahead in its worker), with its parts (waiting for SUMO's snapshot, the large-scale
-    channel, the rest of World.refresh); CPU seconds per tick of the full layer (worker and this process); the
-    vehicle count; the block's ratios full / bare in wall and in CPU time (pairing each block with its bare twin
-    cancels load that changes between blocks). Also the simulated time the largest size was first reached, and the
-    handover events.
+    """Per size, one row per pair of blocks of that size's window: seconds per tick of SUMO alone, and of the full
+    layer in steady state (SUMO one tick ahead in its worker), with its parts (waiting for SUMO's snapshot, the
+    large-scale channel, the rest of World.refresh); CPU seconds per tick of the full layer (workers and this
+    process); the vehicle count; the pair's ratios full / SUMO alone in wall and in CPU time. Also the simulated
+    time the largest size was first reached, and the handover events.
 
-    Bare SUMO and the full layer take turns by blocks of --block ticks over the same ticks, each alone on the CPU.
-    A full block's first tick starts with SUMO idle (it did not look ahead past the previous block), so it is left
-    out: the others are timed end of refresh to end of refresh, as ticks follow each other in a run."""
-    parent, child = multiprocessing.get_context("spawn").Pipe()
-    worker = multiprocessing.get_context("spawn").Process(target=_bare_worker, args=(child, files, args.tick))
-    worker.start()
-    mobility = PipelinedSumo(files, step_length_s=args.tick, seed=SEED)
-    sumo_process = psutil.Process(mobility.pid)
-    rows, cols, radius_m = rsu_grid(mobility.bounds(), args.rsus)
-    rsus = grid_layout(mobility.bounds(), rows=rows, cols=cols, radius_m=radius_m, height_m=10.0, bandwidth_hz=10e6)
+    Two identical SUMO simulations run in two PipelinedSumo workers. In each block of --block ticks one steps alone
+    (nothing read back, this process idle), then the other runs the same ticks as the full layer; the next block
+    they swap roles. SUMO's step time differs by several per cent from one process to another (even from the same
+    saved state), so a block's ratio carries that difference one way and the next block's the other way: a pair's
+    ratio is the geometric mean of its two blocks', in which it cancels. A full block's first tick starts with SUMO
+    idle (it did not look ahead past the previous block), so it is left out on both sides: the others are timed end
+    of refresh to end of refresh, as ticks follow each other in a run."""
+    sides = [PipelinedSumo(files, step_length_s=args.tick, seed=SEED) for _ in range(2)]
+    workers = [psutil.Process(side.pid) for side in sides]
+    bounds = sides[0].bounds()
+    rows, cols, radius_m = rsu_grid(bounds, args.rsus)
+    rsus = grid_layout(bounds, rows=rows, cols=cols, radius_m=radius_m, height_m=10.0, bandwidth_hz=10e6)
     sim = parse_scenario({"simulation": {"mobility_tick_s": args.tick},
                           "channel": {"fading": "rayleigh" if args.fading != "none" else "none",
                                       "fading_correlation": "jakes" if args.fading == "jakes" else "block"},
                           "rsu": {"hysteresis_db": 3.0, "time_to_trigger_s": 2.0}})
     env = simpy.Environment()
     events: list[HandoverEvent] = []
-    timed = _Timed(mobility)
+    timed = _Timed(sides[0])
     world = World(env, sim, timed, rsus, events.extend)
     channel = world.large_scale.update
     channel_s = [0.0]
@@ -134,46 +117,54 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
         finally:
             channel_s[0] = time.perf_counter() - began
 
+    def cpu_s() -> float:
+        return time.process_time() + sum(sum(worker.cpu_times()[:2]) for worker in workers)
+
     world.large_scale.update = timed_channel  # type: ignore[method-assign]
-    windows: dict[int, list[np.ndarray]] = {}
+    blocks: list[np.ndarray] = []  # SUMO alone and full layer per tick, wall and CPU; full's parts; vehicles
     reached_s = 0.0
     ticks = [k * args.tick for k in range(1, int(args.max_sim_s / args.tick))]
     try:
-        for first in range(0, len(ticks) - args.block + 1, args.block):
-            block = ticks[first:first + args.block]
-            bare = []
+        for k, first in enumerate(range(0, len(ticks) - args.block + 1, args.block)):
+            alone, timed.mobility = sides[k % 2], sides[1 - k % 2]
+            block, ends, cpu_began = ticks[first:first + args.block], [time.perf_counter()], cpu_s()
             for t in block:
-                parent.send(t)
-                bare.append(parent.recv())
-            parts, cpu_began = [], (time.process_time(), sum(sumo_process.cpu_times()[:2]))
-            last = time.perf_counter()
+                alone.step(t)
+                ends.append(time.perf_counter())
+            alone_s, alone_cpu = np.diff(ends)[1:].mean(), (cpu_s() - cpu_began) / len(block)
+            ends, parts, cpu_began = [], [], cpu_s()
             for i, t in enumerate(block):
                 timed.look_ahead = i < len(block) - 1
                 env.run(until=t)
                 world.refresh()
-                now = time.perf_counter()
-                parts.append((now - last, timed.seconds, channel_s[0], now - last - timed.seconds - channel_s[0]))
-                last = now
-            cpu_s = time.process_time() - cpu_began[0] + sum(sumo_process.cpu_times()[:2]) - cpu_began[1]
-            bare_s, counts = np.array(bare).T
-            full_s = np.mean(parts[1:], axis=0)
-            row = np.array([np.mean(bare_s), *full_s, cpu_s / len(block), counts[0], full_s[0] / np.mean(bare_s),
-                            cpu_s / np.sum(bare_s)])
-            for size in args.sizes:
-                if counts[0] >= size or size in windows:
-                    windows.setdefault(size, []).append(row)
-            if counts.max() >= max(args.sizes) and not reached_s:
-                reached_s = block[int(np.argmax(counts >= max(args.sizes)))]
-            if all(len(windows.get(size, [])) >= args.window for size in args.sizes):
+                ends.append(time.perf_counter())
+                parts.append((timed.seconds, channel_s[0], timed.count))
+            wall, (waiting, channel_only, _), count = np.diff(ends), np.array(parts[1:]).T, parts[0][2]
+            blocks.append(np.array([alone_s, alone_cpu, wall.mean(), waiting.mean(), channel_only.mean(),
+                                    (wall - waiting - channel_only).mean(), (cpu_s() - cpu_began) / len(block),
+                                    count]))
+            if count >= max(args.sizes) and not reached_s:
+                reached_s = block[0]
+            firsts = {size: next((i for i, row in enumerate(blocks) if row[-1] >= size), len(blocks))
+                      for size in args.sizes}
+            if len(blocks) - max(firsts.values()) >= 2 * args.window:
                 break
         else:
             raise SystemExit(f"the demand never reached {max(args.sizes)} vehicles in {args.max_sim_s} s; lower "
                              "--period or raise --junctions")
     finally:
-        parent.send(None)
-        worker.join()
-        mobility.close()
-    return {size: np.asarray(r[:args.window]) for size, r in windows.items()}, reached_s, events
+        for side in sides:
+            side.close()
+    windows = {}
+    for size, k in firsts.items():
+        pairs = np.array(blocks[k:k + 2 * args.window]).reshape(args.window, 2, -1)
+        alone_s, alone_cpu, full = pairs[:, :, 0], pairs[:, :, 1], pairs[:, :, 2:]
+        ratios = [
+            np.sqrt(np.prod(full[:, :, 0] / alone_s, axis=1)),
+            np.sqrt(np.prod(full[:, :, 4] / alone_cpu, axis=1)),
+        ]
+        windows[size] = np.column_stack([alone_s.mean(axis=1), full.mean(axis=1), *ratios])
+    return windows, reached_s, events
 
 
 def warm_start(files: SumoFiles, tick_s: float, until_s: float) -> tuple[float, float]:
@@ -279,7 +270,7 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=0.02, help="seconds between trips (default 0.02)")
     parser.add_argument("--tick", type=float, default=1.0, help="mobility tick = SUMO step (default 1 s)")
     parser.add_argument("--block", type=int, default=4, help="ticks per turn of each side (default 4)")
-    parser.add_argument("--window", type=int, default=8, help="blocks timed per size (default 8)")
+    parser.add_argument("--window", type=int, default=8, help="pairs of blocks timed per size (default 8)")
     parser.add_argument("--max-sim-s", type=float, default=900.0,
                         help="demand ends here (default 900 s; the memory runs' end is raised to fit)")
     parser.add_argument("--trace-rounds", type=int, default=500, help="rounds of the trace-writing run (0: skip)")
@@ -289,11 +280,11 @@ def main() -> None:
     began = time.perf_counter()
     files = scenario(args.junctions, args.period, args.max_sim_s)
     print(f"scenario: {args.junctions}x{args.junctions} grid, trips every {args.period} s; tick {args.tick} s, "
-          f"{args.rsus} RSUs, fading {args.fading}, windows of {args.window} blocks of {args.block} ticks")
+          f"{args.rsus} RSUs, fading {args.fading}, windows of {args.window} pairs of blocks of {args.block} ticks")
     blocks, reached_s, events = measure(files, args)
     print("per tick, wall: SUMO alone; the full layer (SUMO one tick ahead in its worker, then this process) and its "
           "parts: waiting for SUMO's snapshot, channel, rest of the World; CPU: worker and this process together")
-    print("medians over the window's blocks; ratios: median of the blocks' own (lowest-highest block)")
+    print("medians over the window's pairs of blocks; ratios: median of the pairs' own (lowest-highest pair)")
     print(f"{'vehicles':>8} {'SUMO alone':>11} {'full layer':>11} {'waiting':>9} {'channel':>9} {'rest':>9} "
           f"{'ratio':>17} {'CPU':>9} {'CPU ratio':>17}")
     for size in args.sizes:

@@ -76,6 +76,12 @@ class PipelinedSumo:
             self._ahead = next_s
         return snap
 
+    def step(self, time_s: float) -> None:
+        """SUMO steps to time_s and reads nothing back (see SumoMobility.step); not while looking ahead."""
+        if self._closed or self._ahead is not None:
+            raise MobilityError("step() needs an open PipelinedSumo that is not looking ahead")
+        self._call("step", time_s)
+
     def bounds(self) -> tuple[float, float, float, float]:
         """xmin, ymin, xmax, ymax over all lanes of the network."""
         return self._bounds
@@ -138,9 +144,9 @@ class PipelinedSumo:
 
 
 def serve(fd: int) -> None:
-    """The worker: answer ("open", (files, options)) and ("advance", time_s) requests until ("close", None). Every
-    reply is (True, value) or (False, the exception raised). If the pipe closes first, the parent died: the worker
-    leaves at once, leaving SUMO's error log behind as a killed in-process SUMO would."""
+    """The worker: answer ("open", (files, options)), ("advance", time_s) and ("step", time_s) requests until
+    ("close", None). Every reply is (True, value) or (False, the exception raised). If the pipe closes first, the
+    parent died: the worker leaves at once, leaving SUMO's error log behind as a killed in-process SUMO would."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent decides
     conn = Connection(fd)
     mobility: SumoMobility | None = None
@@ -158,8 +164,8 @@ def serve(fd: int) -> None:
                     mobility = SumoMobility(files, **options)
                     reply: object = (mobility.net_file, mobility.bounds())
                 else:
-                    assert mobility is not None and command == "advance", command
-                    reply = mobility.advance(argument)
+                    assert mobility is not None and command in ("advance", "step"), command
+                    reply = getattr(mobility, command)(argument)
             except Exception as exc:  # every failure goes back to the caller, who raises it
                 if not isinstance(exc, MobilityError):
                     exc.add_note("in the SUMO worker process:\n" + traceback.format_exc())

@@ -245,21 +245,30 @@ class SumoMobility:
         """Step SUMO until its clock reaches time_s (the snapshot carries SUMO's actual time, which may exceed
         time_s by less than one step when time_s is not a multiple of the step length). In-process SUMO cannot step
         ahead while the caller works (libsumo holds the GIL), so next_s changes nothing here; see PipelinedSumo."""
-        if self._closed:
-            raise MobilityError("advance() on a closed SumoMobility")
-        if time_s < self._time_s - CLOCK_EPS_S:
-            raise MobilityError(f"advance({time_s}) goes back in time; SUMO is already at {self._time_s} s")
+        self.step(time_s)
+        if not self._stepped:
+            return Snapshot.empty(self._time_s)
         try:
-            if time_s > self._time_s + CLOCK_EPS_S:
-                self._api.simulationStep(float(time_s))
-                self._time_s = float(self._api.simulation.getTime())
-                self._stepped = True
-            if not self._stepped:
-                return Snapshot.empty(self._time_s)
             ids, xy, speed, angle_deg = self._read_vehicles()
         except self._errors as exc:
-            raise self._failure(f"SUMO failed while advancing to {time_s} s", exc) from exc
+            raise self._failure(f"SUMO failed while reading its vehicles at {self._time_s} s", exc) from exc
         return self._snapshot(ids, xy, speed, angle_deg)
+
+    def step(self, time_s: float) -> None:
+        """Step SUMO until its clock reaches time_s without reading any vehicle back: SUMO alone, what
+        benchmarks.mobility compares the whole layer with."""
+        if self._closed:
+            raise MobilityError("this SumoMobility is closed")
+        if time_s < self._time_s - CLOCK_EPS_S:
+            raise MobilityError(f"time {time_s} s goes back in time; SUMO is already at {self._time_s} s")
+        if time_s <= self._time_s + CLOCK_EPS_S:
+            return
+        try:
+            self._api.simulationStep(float(time_s))
+            self._time_s = float(self._api.simulation.getTime())
+        except self._errors as exc:
+            raise self._failure(f"SUMO failed while advancing to {time_s} s", exc) from exc
+        self._stepped = True
 
     def _read_vehicles(self) -> tuple[list[str], list[Any], list[float], list[float]]:
         """Every vehicle's id, position, speed and SUMO angle, in SUMO's order."""

@@ -50,6 +50,24 @@ def test_a_look_ahead_shorter_than_the_next_request_steps_on(files):
         assert _same(ahead.advance(40.0), expected)
 
 
+def test_stepping_without_reading_reaches_the_same_state(files):
+    """step() is SUMO alone (benchmarks.mobility's baseline): stepping tick by tick, reading nothing, then
+    advancing gives what advancing every tick gives."""
+    with SumoMobility(files, step_length_s=STEP_S, seed=3) as inline:
+        for k in range(1, 81):
+            expected = inline.advance(STEP_S * k)
+    with PipelinedSumo(files, step_length_s=STEP_S, seed=3) as ahead:
+        for k in range(1, 80):
+            ahead.step(STEP_S * k)
+        assert _same(ahead.advance(40.0), expected) and expected.count > 0
+        ahead.advance(40.5, next_s=41.0)
+        with pytest.raises(MobilityError, match="not looking ahead"):
+            ahead.step(45.0)
+        with pytest.raises(MobilityError, match="goes back in time"):
+            ahead.advance(41.0)
+            ahead.step(40.0)
+
+
 def test_asking_for_a_time_before_the_look_ahead_is_refused(files):
     with PipelinedSumo(files, step_length_s=STEP_S, seed=3) as ahead:
         ahead.advance(10.0, next_s=20.0)
