@@ -249,10 +249,10 @@ class SumoMobility:
         if not self._stepped:
             return Snapshot.empty(self._time_s)
         try:
-            ids, xy, speed, angle_deg = self._read_vehicles()
+            ids, values = self._read_vehicles()
         except self._errors as exc:
             raise self._failure(f"SUMO failed while reading its vehicles at {self._time_s} s", exc) from exc
-        return self._snapshot(ids, xy, speed, angle_deg)
+        return self._snapshot(ids, values)
 
     def step(self, time_s: float) -> None:
         """Step SUMO until its clock reaches time_s without reading any vehicle back: SUMO alone, what
@@ -270,20 +270,22 @@ class SumoMobility:
             raise self._failure(f"SUMO failed while advancing to {time_s} s", exc) from exc
         self._stepped = True
 
-    def _read_vehicles(self) -> tuple[list[str], list[Any], list[float], list[float]]:
-        """Every vehicle's id, position, speed and SUMO angle, in SUMO's order."""
+    def _read_vehicles(self) -> tuple[Sequence[str], np.ndarray]:
+        """Every vehicle's id, in SUMO's order, and its x, y, speed and SUMO angle as rows of an (n, 4) array."""
         if self._backend == "traci":
             results = self._api.simulation.getContextSubscriptionResults("") or {}
             ids = self._kept(list(results))
-            values = [results[v] for v in ids]
-            return (list(ids), [v[_VAR_POSITION] for v in values], [v[_VAR_SPEED] for v in values],
-                    [v[_VAR_ANGLE] for v in values])
-        # libsumo's SWIG functions themselves, mapped over the ids: its Python wrapper around each call cost a quarter
-        # of the read-back at city scale (subscriptions cost more still: their results come back as dicts).
-        swig = self._api._libsumo
-        ids = self._kept(swig.vehicle_getIDList())
-        return (ids, list(map(swig.vehicle_getPosition, ids)), list(map(swig.vehicle_getSpeed, ids)),
-                list(map(swig.vehicle_getAngle, ids)))
+            rows = ((*results[v][_VAR_POSITION], results[v][_VAR_SPEED], results[v][_VAR_ANGLE]) for v in ids)
+        else:
+            # libsumo's SWIG functions themselves (its Python wrapper around each call cost a quarter of the read-back
+            # at city scale; subscriptions cost more still: their results come back as dicts), one vehicle at a
+            # time, so that its three lookups in SUMO's vehicle map find it in cache, straight into the array:
+            # 37% less than three passes over all ids into lists (12k vehicles).
+            swig = self._api._libsumo
+            position, speed, angle = swig.vehicle_getPosition, swig.vehicle_getSpeed, swig.vehicle_getAngle
+            ids = self._kept(swig.vehicle_getIDList())
+            rows = ((*position(v), speed(v), angle(v)) for v in ids)
+        return ids, np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=4 * len(ids))
 
     def _kept(self, ids: Sequence[str]) -> list[str] | Sequence[str]:
         """The vehicles whose class is kept; each vehicle's class is asked once, while it is in the network."""
@@ -301,20 +303,16 @@ class SumoMobility:
         except self._errors as exc:
             raise self._failure(f"SUMO failed to save its state to {path}", exc) from exc
 
-    def _snapshot(self, ids_list: list[str], positions: list[Any], speeds: list[float],
-                  angles_deg: list[float]) -> Snapshot:
+    def _snapshot(self, ids_list: Sequence[str], values: np.ndarray) -> Snapshot:
         if not ids_list:
             return Snapshot.empty(self._time_s)
         ids = np.array(ids_list, dtype=str)
-        xy = np.array(positions, dtype=np.float64).reshape(-1, 2)
-        speed = np.array(speeds, dtype=np.float64)
-        angle_deg = np.array(angles_deg, dtype=np.float64)
-        keep = np.flatnonzero(xy[:, 0] > _INVALID_DOUBLE / 2)
+        values = values.reshape(-1, 4)
+        keep = np.flatnonzero(values[:, 0] > _INVALID_DOUBLE / 2)
         order = keep[np.argsort(ids[keep], kind="stable")]
-        heading = sumo_angle_to_heading(angle_deg[order])
-        return Snapshot(
-            time_s=self._time_s, ids=ids[order], xy_m=xy[order], speed_mps=speed[order], heading_rad=heading
-        )
+        picked = values[order]
+        return Snapshot(time_s=self._time_s, ids=ids[order], xy_m=picked[:, :2].copy(), speed_mps=picked[:, 2].copy(),
+                        heading_rad=sumo_angle_to_heading(picked[:, 3]))
 
     def bounds(self) -> tuple[float, float, float, float]:
         """xmin, ymin, xmax, ymax over all lanes of the network."""
