@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -186,7 +187,8 @@ def cached(cache_dir: Path, params: dict, inputs: list[Path], build: Callable[[P
         return target
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache_dir))
+    _remove_abandoned_builds(cache_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{_host()}-{os.getpid()}.", suffix=".tmp", dir=cache_dir))
     tmp.chmod(0o755)  # mkdtemp makes it private; the cache entry should be readable like any other output
     try:
         build(tmp)
@@ -203,6 +205,29 @@ def cached(cache_dir: Path, params: dict, inputs: list[Path], build: Callable[[P
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_builds(cache_dir: Path) -> None:
+    """Delete the temporary directories of builds on this host whose process is gone (killed, so that no `finally`
+    ran). Builds of other hosts sharing the cache are left alone; a live process that reused an id only delays it."""
+    for tmp in cache_dir.glob(".*.tmp"):
+        builder = re.fullmatch(r"\.[0-9a-f]+\.(.+)-(\d+)\.[^.]+\.tmp", tmp.name)
+        if builder and builder[1] == _host() and not _alive(int(builder[2])):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
 
 
 def _run_tool(cwd: Path, cmd: list[str]) -> None:

@@ -1,7 +1,9 @@
 """SUMO network/demand generation (grid, spider, random, OpenStreetMap) and its content-hash cache."""
 
 import gzip
+import os
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -106,6 +108,22 @@ def test_failed_build_leaves_no_cache_entry_and_names_the_tool(tmp_path, monkeyp
         netgen.grid_scenario(tmp_path, **PARAMS)
     assert [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     assert all((p / netgen.NET_NAME).is_file() for p in tmp_path.iterdir())  # only the finished net entry
+
+
+def test_a_build_removes_what_killed_builds_on_this_host_left_behind(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = netgen._host()
+    killed = tmp_path / f".0123456789abcdef.{host}-{ended.pid}.x1y2z3_a.tmp"
+    running = tmp_path / f".0123456789abcdef.{host}-{os.getpid()}.k9m8n7_b.tmp"
+    elsewhere = tmp_path / f".0123456789abcdef.{host}x-{ended.pid}.q1w2e3_c.tmp"
+    for leftover in (killed, running, elsewhere):
+        leftover.mkdir()
+        (leftover / netgen.NET_NAME).write_text("half a net")
+    netgen.grid_scenario(tmp_path, **PARAMS)
+    assert not killed.exists() and running.exists() and elsewhere.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted([running.name,
+                                                                                            elsewhere.name])
 
 
 @pytest.mark.parametrize(
