@@ -285,7 +285,8 @@ class SumoMobility:
             position, speed, angle = swig.vehicle_getPosition, swig.vehicle_getSpeed, swig.vehicle_getAngle
             ids = self._kept(swig.vehicle_getIDList())
             rows = ((*position(v), speed(v), angle(v)) for v in ids)
-        return ids, np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=4 * len(ids))
+        values = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=4 * len(ids))
+        return ids, values.reshape(-1, 4)
 
     def _kept(self, ids: Sequence[str]) -> list[str] | Sequence[str]:
         """The vehicles whose class is kept; each vehicle's class is asked once, while it is in the network."""
@@ -307,7 +308,6 @@ class SumoMobility:
         if not ids_list:
             return Snapshot.empty(self._time_s)
         ids = np.array(ids_list, dtype=str)
-        values = values.reshape(-1, 4)
         keep = np.flatnonzero(values[:, 0] > _INVALID_DOUBLE / 2)
         order = keep[np.argsort(ids[keep], kind="stable")]
         picked = values[order]
