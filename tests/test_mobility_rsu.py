@@ -1,10 +1,13 @@
 """RSU placement (grid, spacing, junctions, CSV), coverage holes, distances and dwell-time estimates."""
 
+import gzip
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mobility import rsu
 from mobility.errors import MobilityError
 from mobility.rsu import (
     Links,
@@ -15,6 +18,7 @@ from mobility.rsu import (
     junction_degrees,
     junction_layout,
     lane_samples,
+    net_bounds,
     network_uncovered_fraction,
     spaced_layout,
     uncovered_fraction,
@@ -206,3 +210,20 @@ def test_dwell_time_edge_cases_and_heading():
     heading = np.array([0.0, 0.0, np.pi / 2, 0.0, 0.0, np.pi])
     np.testing.assert_allclose(dwell_time_s(layout, serving, xy, speed, heading), [10.0, np.inf, 10.0, 0.0, 0.0, 16.0])
     assert dwell_time_s(layout, np.empty(0, dtype=np.int64), np.empty((0, 2)), np.empty(0), np.empty(0)).shape == (0,)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10_000])
+def test_net_bounds_are_every_lane_points_extremes_in_any_batching(tmp_path, monkeypatch, batch):
+    """Against the whole net parsed at once (Bologna, gzipped), and a net with 3-D shapes, whatever the batch."""
+    flat = tmp_path / "flat.net.xml"
+    flat.write_text('<net><edge id="a"><lane id="a_0" shape="0.5,2.0,7.0 -3.25,4.0,9.0"/></edge>'
+                    '<edge id="b"><lane id="b_0" shape="10.0,-1.5 2.0,3.0"/><lane id="b_1"/></edge></net>')
+    monkeypatch.setattr(rsu, "_SHAPES_PER_BATCH", batch)
+    rsu._net_bounds.cache_clear()
+    assert net_bounds(flat) == (-3.25, -1.5, 10.0, 4.0)
+    with gzip.open(BOLOGNA_NET) as f:
+        points = np.array([p.split(",")[:2] for lane in ET.parse(f).getroot().iter("lane")
+                           for p in lane.get("shape", "").split()], dtype=float)
+    rsu._net_bounds.cache_clear()
+    assert net_bounds(BOLOGNA_NET) == (*points.min(axis=0), *points.max(axis=0))
+    rsu._net_bounds.cache_clear()
