@@ -122,7 +122,7 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
 
     world.large_scale.update = timed_channel  # type: ignore[method-assign]
     blocks: list[np.ndarray] = []  # SUMO alone and full layer per tick, wall and CPU; full's parts; vehicles
-    reached_s = 0.0
+    firsts: dict[int, int] = {}  # size -> the first block that reached it
     ticks = [k * args.tick for k in range(1, int(args.max_sim_s / args.tick))]
     try:
         for k, first in enumerate(range(0, len(ticks) - args.block + 1, args.block)):
@@ -143,11 +143,10 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
             blocks.append(np.array([alone_s, alone_cpu, wall.mean(), waiting.mean(), channel_only.mean(),
                                     (wall - waiting - channel_only).mean(), (cpu_s() - cpu_began) / len(block),
                                     count]))
-            if count >= max(args.sizes) and not reached_s:
-                reached_s = block[0]
-            firsts = {size: next((i for i, row in enumerate(blocks) if row[-1] >= size), len(blocks))
-                      for size in args.sizes}
-            if len(blocks) - max(firsts.values()) >= 2 * args.window:
+            for size in args.sizes:
+                if count >= size:
+                    firsts.setdefault(size, k)
+            if len(firsts) == len(args.sizes) and k + 1 - max(firsts.values()) >= 2 * args.window:
                 break
         else:
             raise SystemExit(f"the demand never reached {max(args.sizes)} vehicles in {args.max_sim_s} s; lower "
@@ -164,7 +163,7 @@ def measure(files: SumoFiles, args: argparse.Namespace) -> tuple[dict[int, np.nd
             np.sqrt(np.prod(full[:, :, 4] / alone_cpu, axis=1)),
         ]
         windows[size] = np.column_stack([alone_s.mean(axis=1), full.mean(axis=1), *ratios])
-    return windows, reached_s, events
+    return windows, ticks[firsts[max(args.sizes)] * args.block], events
 
 
 def warm_start(files: SumoFiles, tick_s: float, until_s: float) -> tuple[float, float]:
@@ -283,7 +282,7 @@ def main() -> None:
           f"{args.rsus} RSUs, fading {args.fading}, windows of {args.window} pairs of blocks of {args.block} ticks")
     blocks, reached_s, events = measure(files, args)
     print("per tick, wall: SUMO alone; the full layer (SUMO one tick ahead in its worker, then this process) and its "
-          "parts: waiting for SUMO's snapshot, channel, rest of the World; CPU: worker and this process together")
+          "parts: waiting for SUMO's snapshot, channel, rest of the World; CPU: the SUMO workers and this process")
     print("medians over the window's pairs of blocks; ratios: median of the pairs' own (lowest-highest pair)")
     print(f"{'vehicles':>8} {'SUMO alone':>11} {'full layer':>11} {'waiting':>9} {'channel':>9} {'rest':>9} "
           f"{'ratio':>17} {'CPU':>9} {'CPU ratio':>17}")

@@ -210,9 +210,10 @@ def cached(cache_dir: Path, params: dict, inputs: list[Path], build: Callable[[P
 def _remove_abandoned_builds(cache_dir: Path) -> None:
     """Delete the temporary directories of builds on this host whose process is gone (killed, so that no `finally`
     ran). Builds of other hosts sharing the cache are left alone; a live process that reused an id only delays it."""
+    host = _host()
     for tmp in cache_dir.glob(".*.tmp"):
         builder = re.fullmatch(r"\.[0-9a-f]+\.(.+)-(\d+)\.[^.]+\.tmp", tmp.name)
-        if builder and builder[1] == _host() and not _alive(int(builder[2])):
+        if builder and builder[1] == host and not _alive(int(builder[2])):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
